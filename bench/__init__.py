@@ -1,0 +1,1 @@
+"""diffusion-pref-bench: the application (CLI, runner, store, report, tiny world)."""

@@ -1,0 +1,160 @@
+"""The ``bench`` command: a thin layer that parses, plans and calls the runner or the report.
+
+Exit codes: 0 success; 1 a failure during work (the failing run is recorded in the store);
+2 bad input (unknown name, malformed value, unwritable --db), reported before any work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bench.config import UsageError, parse_list, parse_sets
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="diffusion-pref-bench: compare preference-alignment methods for text-to-image diffusion.")
+console = Console(stderr=True)
+DEFAULT_DB = Path("results/bench.duckdb")
+
+
+def _fail_usage(e: Exception) -> None:
+    console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+    raise typer.Exit(2)
+
+
+class _Bars:
+    """rich progress bars, one per task name, created on first use."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.tasks = progress, {}
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(name, total=total)
+        self.progress.update(self.tasks[name], completed=done, total=total)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+@app.command()
+def run(
+    methods: Annotated[Optional[str], typer.Option(help="Comma-separated method ids (default: all).")] = None,
+    model: Annotated[str, typer.Option(help="Model alias (tiny, tiny-micro, sd15, sdxl), folder or repo id.")] = "tiny",
+    suite: Annotated[str, typer.Option(help="Prompt suite name or a .txt/.csv/.jsonl file.")] = "tiny-eval",
+    seeds: Annotated[str, typer.Option(help="Seeds per prompt, e.g. 0-3 or 0,2,5.")] = "0-1",
+    rewards: Annotated[Optional[str], typer.Option(help="Comma-separated reward ids (default: per model).")] = None,
+    db: Annotated[Path, typer.Option(help="DuckDB file; images and checkpoints go beside it.")] = DEFAULT_DB,
+    set_: Annotated[list[str], typer.Option("--set", help="Override a setting: method.field=value, "
+                                             "sampler.steps=30, data.pickapic=DIR. Repeatable.")] = [],
+    device: Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, or auto.")] = "auto",
+) -> None:
+    """Train what needs training, sample missing images, score them, and store everything."""
+    from bench import plan as planning
+    from bench import runner
+
+    try:
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        the_plan = planning.make_plan(methods, model, suite, seeds, rewards, db, parse_sets(set_), device)
+        planning.preflight(the_plan)
+    except (UsageError, KeyError) as e:
+        _fail_usage(e)
+    for note in the_plan.notes:
+        console.print(f"note: {note}")
+    console.print(f"plan: {len(the_plan.runs)} runs ({', '.join(r.method for r in the_plan.runs)}) on "
+                  f"{the_plan.runs[0].model.name}, suite {the_plan.suite.name} ({len(the_plan.suite.prompts)} "
+                  f"prompts) x seeds {the_plan.seeds}, rewards {', '.join(the_plan.rewards)}, device {device}")
+    with _progress() as progress:
+        code = runner.execute(the_plan, _Bars(progress), lambda msg: progress.console.print(msg))
+    if code:
+        console.print("[bold red]some runs failed[/bold red]; their errors are in the runs table (status 'failed')")
+    else:
+        console.print(f"done: results in {the_plan.db}; next: bench report --db {the_plan.db}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def report(
+    format: Annotated[str, typer.Option("--format", help="md, html, json or csv.")] = "md",
+    db: Annotated[Path, typer.Option(help="DuckDB file to read.")] = DEFAULT_DB,
+    out: Annotated[Optional[Path], typer.Option(help="Output file (default: reports/report.<ext>).")] = None,
+    suite: Annotated[Optional[str], typer.Option(help="Only these suites (comma-separated).")] = None,
+    methods: Annotated[Optional[str], typer.Option(help="Only these methods (comma-separated).")] = None,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 1000,
+) -> None:
+    """Win rates against base with bootstrap CIs, mean scores and costs, from the store only."""
+    from bench import report as reporting
+    from bench.store import Store
+
+    formats = ["md", "json", "csv"] + (["html"] if hasattr(reporting, "render_html") else [])
+    try:
+        parse_list(format, formats, "format")
+        if not db.is_file():
+            raise UsageError(f"no results store at {db}; run `bench run` first or pass --db")
+        if resamples < 1000:
+            raise UsageError("--resamples must be at least 1000")
+    except UsageError as e:
+        _fail_usage(e)
+    store = Store(db)
+    rows = reporting.build(store, suites=suite.split(",") if suite else None,
+                           methods=methods.split(",") if methods else None, n_boot=resamples)
+    text = reporting.render(rows, reporting.provenance(store), format)
+    path = reporting.write(text, format, out, Path("reports"))
+    typer.echo(text)
+    console.print(f"written to {path}")
+
+
+@app.command("list")
+def list_(what: Annotated[str, typer.Argument(help="methods, models, suites or rewards")]) -> None:
+    """List what is registered."""
+    import methods as method_registry
+    import metrics as reward_registry
+    from bench import models, suites
+
+    tables = {
+        "methods": lambda: [(m, method_registry.get(m).paper) for m in method_registry.available()],
+        "rewards": lambda: [(r, reward_registry.get(r).description) for r in reward_registry.available()],
+        "models": lambda: [(m, "built locally (tiny world)" if m in models.TINY_PRESETS else models.HUB_ALIASES[m])
+                           for m in models.available()],
+        "suites": lambda: [(s, suites.load(s).description) for s in suites.available()],
+    }
+    if what not in tables:
+        _fail_usage(UsageError(f"unknown list {what!r}; available: {', '.join(tables)}"))
+    table = Table(what)
+    table.add_column("")
+    for name, info in tables[what]():
+        table.add_row(name, info)
+    Console().print(table)
+
+
+@app.command()
+def prepare(
+    what: Annotated[str, typer.Argument(help="tiny (the default world) or tiny-micro (test size)")],
+    db: Annotated[Path, typer.Option(help="Results folder is the folder of this DuckDB file.")] = DEFAULT_DB,
+) -> None:
+    """Build the tiny world's base model and rewards now (otherwise built on first use)."""
+    import time
+
+    from bench import models
+    from bench.tiny import prepare as tiny
+
+    if what not in models.TINY_PRESETS:
+        _fail_usage(UsageError(f"unknown target {what!r}; available: {', '.join(models.TINY_PRESETS)}"))
+    start = time.perf_counter()
+    with _progress() as progress:
+        folder = tiny.ensure(db.parent, models.TINY_PRESETS[what], _Bars(progress), progress.console.print)
+    console.print(f"{what}: {folder} ({time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    app()

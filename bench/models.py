@@ -1,0 +1,112 @@
+"""Base models: aliases, where their weights are, and the one loader every scale goes through.
+
+``tiny`` (and ``tiny-micro``, its test-size preset) are built by the project itself (bench/tiny);
+``sd15`` and ``sdxl`` are Hugging Face repos read from the local cache only; any other value is a
+local diffusers folder or a repo id already in the cache. Whatever the source, the pipeline is
+loaded by ``DiffusionPipeline.from_pretrained(folder, local_files_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+TINY_PRESETS = {"tiny": "default", "tiny-micro": "micro"}
+HUB_ALIASES = {
+    "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
+}
+# Files a diffusers text-to-image folder must have (SD1.5 layout; SDXL adds the second encoder).
+REQUIRED = ["model_index.json", "scheduler/scheduler_config.json", "unet/config.json", "vae/config.json",
+            "text_encoder/config.json", "tokenizer/tokenizer_config.json"]
+
+
+class ModelError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # what the user typed (alias, folder or repo id)
+    family: str  # 'tiny', 'sd15' or 'sdxl': selects each method's per-model defaults
+    tiny_preset: str | None = None  # set for the tiny world, which is built on first use
+    folder: Path | None = None  # the diffusers folder, once known
+    repo_id: str | None = None
+
+
+def available() -> list[str]:
+    return list(TINY_PRESETS) + list(HUB_ALIASES)
+
+
+def _family(folder: Path) -> str:
+    index = json.loads((folder / "model_index.json").read_text())
+    return "sdxl" if "text_encoder_2" in index else "sd15"
+
+
+def _missing_files(folder: Path) -> list[str]:
+    need = list(REQUIRED)
+    if (folder / "model_index.json").is_file() and _family(folder) == "sdxl":
+        need += ["text_encoder_2/config.json", "tokenizer_2/tokenizer_config.json"]
+    return [f for f in need if not (folder / f).is_file()]
+
+
+def _download_hint(repo_id: str) -> str:
+    return (f"on a machine with network access run:\n  hf download {repo_id} --exclude '*.ckpt' '*.bin' "
+            f"'*non_ema*'\nthen copy the Hugging Face cache (~/.cache/huggingface/hub) here, or pass the "
+            f"downloaded folder with --model PATH")
+
+
+def resolve(name: str) -> ModelSpec:
+    """Resolve a model name; raise ModelError naming what is missing and how to fetch it."""
+    if name in TINY_PRESETS:
+        return ModelSpec(name, "tiny", tiny_preset=TINY_PRESETS[name])
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"--model {name}: not a folder")
+        missing = _missing_files(path)
+        if missing:
+            raise ModelError(f"--model {name}: not a diffusers text-to-image folder; missing {', '.join(missing)}")
+        return ModelSpec(name, _family(path), folder=path.resolve())
+    repo_id = HUB_ALIASES.get(name, name)
+    if "/" not in repo_id:
+        raise ModelError(f"unknown model {name!r}; available: {', '.join(available())}, a local diffusers "
+                         f"folder, or a Hugging Face repo id already in the local cache")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        raise ModelError(f"model {name!r} ({repo_id}) is not in the local Hugging Face cache; needed: "
+                         f"{', '.join(REQUIRED)} and the weights of unet/, vae/, text_encoder/; "
+                         + _download_hint(repo_id)) from None
+    missing = _missing_files(folder)
+    if missing:
+        raise ModelError(f"model {repo_id} in the local cache lacks {', '.join(missing)}; " + _download_hint(repo_id))
+    return ModelSpec(name, _family(folder), folder=folder, repo_id=repo_id)
+
+
+def revision(spec: ModelSpec) -> str:
+    """What identifies the weights: the cache snapshot, or a hash of the folder's configs and weight sizes."""
+    assert spec.folder is not None
+    if spec.repo_id:
+        return f"{spec.repo_id}@{spec.folder.name}"
+    h = hashlib.sha256()
+    for f in sorted(spec.folder.rglob("*")):
+        if f.is_file():
+            h.update(f"{f.relative_to(spec.folder)}:{f.stat().st_size}".encode())
+            if f.suffix == ".json":
+                h.update(f.read_bytes())
+    return f"{spec.name}@{h.hexdigest()[:12]}"
+
+
+def load_pipeline(folder: Path, device: str = "cpu"):
+    """The single loader: every scale, tiny included, goes through ``from_pretrained``."""
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

@@ -1,0 +1,332 @@
+"""The results store: one DuckDB file, append-only and keyed. Query it with any SQL client.
+
+Every write of the project goes through :class:`Store`. Rows are keyed, so re-running anything
+adds nothing; changing how a reward is computed bumps its version and adds new rows beside the
+old ones. Each operation opens and closes its own connection, so another process (a notebook,
+``duckdb results/bench.duckdb``) can read between writes; DuckDB allows one writer at a time and
+a connection that finds the file locked retries for ``lock_timeout_s`` before giving up.
+
+Schema (times are UTC, durations in seconds; ``path`` is relative to the folder of the db file):
+
+``runs``: one row per (method, config) run.
+    run_id PK, method, model, model_revision, config_json, config_hash, artifact_hash (the trained
+    weights this run samples with), sampler_key (model, sampler, steps, resolution: a method run
+    is compared with the ``base`` run of the same model and sampler_key), status (running | done |
+    failed), error, versions_json (library versions), git_sha, created_at, finished_at, train_s,
+    sample_s, score_s (time spent on work actually done, summed over resumptions).
+``prompts``: (suite, prompt_id) PK, prompt, category, meta_json.
+``images``: image_id PK (a hash of run_id, suite, prompt_id, seed), run_id, suite, prompt_id,
+    prompt, seed, path, sha256, width, height, created_at.
+``scores``: (image_id, reward, reward_version) PK, value, created_at. Higher is better.
+``train_log``: (artifact_hash, step, name) PK, method, value: per-step training metrics.
+
+Views:
+
+``base_runs(model, sampler_key, base_run_id)``: the base run each method run is compared with.
+    Should several base runs share a model and sampler_key, the one chosen is a done run before
+    others, then the earliest created, then the smallest run_id.
+``pairs``: one row per method image and reward version that has a base counterpart scored with
+    the same reward version on the same (suite, prompt_id, seed): suite, model, method, run_id,
+    base_run_id, image_id, base_image_id, prompt_id, seed, reward, reward_version, value,
+    base_value, win (1 higher, 0.5 equal, 0 lower). All stored images count, whatever the status
+    of their run: images are immutable, a failed run's finished images are as good as any.
+``winrates(suite, model, method, reward, n, win_rate, run_id, reward_version)``: ``pairs``
+    averaged per (suite, run, reward version); n is the number of pairs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+TABLES = ("runs", "prompts", "images", "scores", "train_log")
+RUN_COLUMNS = (
+    "run_id", "method", "model", "model_revision", "config_json", "config_hash", "artifact_hash", "sampler_key",
+    "status", "error", "versions_json", "git_sha", "created_at", "finished_at", "train_s", "sample_s", "score_s",
+)
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, method VARCHAR NOT NULL, model VARCHAR NOT NULL, model_revision VARCHAR,
+    config_json VARCHAR, config_hash VARCHAR, artifact_hash VARCHAR, sampler_key VARCHAR NOT NULL,
+    status VARCHAR NOT NULL CHECK (status IN ('running', 'done', 'failed')), error VARCHAR,
+    versions_json VARCHAR, git_sha VARCHAR, created_at TIMESTAMP, finished_at TIMESTAMP,
+    train_s DOUBLE, sample_s DOUBLE, score_s DOUBLE);
+CREATE TABLE IF NOT EXISTS prompts (
+    suite VARCHAR, prompt_id VARCHAR, prompt VARCHAR NOT NULL, category VARCHAR, meta_json VARCHAR,
+    PRIMARY KEY (suite, prompt_id));
+CREATE TABLE IF NOT EXISTS images (
+    image_id VARCHAR PRIMARY KEY, run_id VARCHAR NOT NULL, suite VARCHAR NOT NULL, prompt_id VARCHAR NOT NULL,
+    prompt VARCHAR, seed INTEGER NOT NULL, path VARCHAR NOT NULL, sha256 VARCHAR, width INTEGER, height INTEGER,
+    created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS scores (
+    image_id VARCHAR, reward VARCHAR, reward_version VARCHAR, value DOUBLE NOT NULL, created_at TIMESTAMP,
+    PRIMARY KEY (image_id, reward, reward_version));
+CREATE TABLE IF NOT EXISTS train_log (
+    artifact_hash VARCHAR, method VARCHAR, step INTEGER, name VARCHAR, value DOUBLE,
+    PRIMARY KEY (artifact_hash, step, name));
+CREATE OR REPLACE VIEW base_runs AS
+    SELECT model, sampler_key,
+           first(run_id ORDER BY status = 'done' DESC, created_at NULLS LAST, run_id) AS base_run_id
+    FROM runs WHERE method = 'base' GROUP BY model, sampler_key;
+CREATE OR REPLACE VIEW pairs AS
+    SELECT m.suite, r.model, r.method, r.run_id, br.base_run_id, m.image_id, b.image_id AS base_image_id,
+           m.prompt_id, m.seed, sm.reward, sm.reward_version, sm.value, sb.value AS base_value,
+           CASE WHEN sm.value > sb.value THEN 1.0 WHEN sm.value = sb.value THEN 0.5 ELSE 0.0 END AS win
+    FROM runs r
+    JOIN base_runs br ON br.model = r.model AND br.sampler_key = r.sampler_key
+    JOIN images m ON m.run_id = r.run_id
+    JOIN images b ON b.run_id = br.base_run_id AND b.suite = m.suite AND b.prompt_id = m.prompt_id AND b.seed = m.seed
+    JOIN scores sm ON sm.image_id = m.image_id
+    JOIN scores sb ON sb.image_id = b.image_id AND sb.reward = sm.reward AND sb.reward_version = sm.reward_version
+    WHERE r.method <> 'base';
+CREATE OR REPLACE VIEW winrates AS
+    SELECT suite, model, method, reward, count(*) AS n, avg(win) AS win_rate, run_id, reward_version
+    FROM pairs GROUP BY suite, model, method, reward, run_id, reward_version;
+"""
+
+
+class StoreError(ValueError):
+    """The store cannot be used or a write was refused; the message names the path or row."""
+
+
+_STATUSES_FINAL = ("done", "failed")
+_PHASE_COLUMNS = {"train": "train_s", "sample": "sample_s", "score": "score_s"}
+_REQUIRED_RUN_KEYS = ("run_id", "method", "model", "sampler_key")
+_IMAGE_COLUMNS = ("image_id", "run_id", "suite", "prompt_id", "prompt", "seed", "path", "sha256", "width", "height")
+
+
+def _utcnow() -> datetime:
+    """Naive UTC timestamp: DuckDB's TIMESTAMP has no zone, and local time would vary by host."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Store:
+    """A DuckDB results file. Opening creates the folder, the tables and the views if missing."""
+
+    def __init__(self, db_path: Path, lock_timeout_s: float = 30.0):
+        self.db_path = Path(db_path).absolute()
+        self.lock_timeout_s = lock_timeout_s
+        self.check_writable(self.db_path)
+        try:
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the folder of store {self.db_path}: {e.strerror or e}") from e
+        with self._connect() as con:
+            con.execute(SCHEMA)
+
+    @property
+    def root(self) -> Path:
+        """The folder image paths are relative to: the one holding the db file."""
+        return self.db_path.parent
+
+    @staticmethod
+    def check_writable(db_path: Path) -> None:
+        """Raise StoreError unless the store at db_path could be created or written; creates nothing.
+
+        Cheap enough for a preflight before any training: it only inspects the file system.
+        """
+        path = Path(db_path).absolute()
+        if path.is_dir():
+            raise StoreError(f"store path {path} is a directory, not a DuckDB file")
+        if path.exists():
+            if not os.access(path, os.R_OK | os.W_OK):
+                raise StoreError(f"store {path} is not writable: permission denied")
+            return
+        existing = path.parent
+        while not existing.exists() and existing != existing.parent:  # where a mkdir -p would start
+            existing = existing.parent
+        if not existing.is_dir():
+            raise StoreError(f"cannot create store {path}: {existing} is a file, not a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise StoreError(f"cannot create store {path}: permission denied in {existing}")
+
+    @contextmanager
+    def _connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection; waits while another process holds the file's lock."""
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                con = duckdb.connect(str(self.db_path), read_only=read_only)
+                break
+            except duckdb.IOException as e:
+                locked = "lock" in str(e).lower()
+                if not locked or time.monotonic() >= deadline:
+                    why = f"still locked by another process after {self.lock_timeout_s:g} s" if locked else str(e)
+                    raise StoreError(f"cannot open store {self.db_path}: {why}") from e
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _insert_frame(self, table: str, frame: pd.DataFrame, refuse: tuple[str, Callable] | None = None) -> None:
+        """Insert all rows in one statement; rows whose key is already stored are skipped.
+
+        ``refuse`` is (SQL over the registered ``batch``, message of its first row): when the query
+        finds a row, StoreError is raised and nothing of the batch is written.
+        """
+        if frame.empty:
+            return
+        cols = ", ".join(frame.columns)
+        with self._connect() as con:
+            con.register("batch", frame)
+            hit = con.execute(refuse[0]).fetchone() if refuse else None
+            if hit is not None:
+                raise StoreError(refuse[1](*hit))
+            con.execute(f"INSERT OR IGNORE INTO {table} ({cols}) SELECT {cols} FROM batch")
+
+    def begin_run(self, row: dict[str, Any]) -> None:
+        """Insert the run as running, or mark a stored one running again (keeps created_at)."""
+        unknown = sorted(set(row) - set(RUN_COLUMNS))
+        if unknown:
+            raise StoreError(f"unknown runs column(s) {unknown}; allowed: {', '.join(RUN_COLUMNS)}")
+        missing = [k for k in _REQUIRED_RUN_KEYS if row.get(k) in (None, "")]
+        if missing:
+            raise StoreError(f"begin_run needs {missing} (run {row.get('run_id')!r})")
+        values = {**row, "status": "running", "error": None, "finished_at": None}
+        values.setdefault("created_at", _utcnow())
+        cols = list(values)
+        sql = (
+            f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+            "ON CONFLICT (run_id) DO UPDATE SET status = 'running', error = NULL, finished_at = NULL"
+        )
+        with self._connect() as con:
+            con.execute(sql, [values[c] for c in cols])
+
+    def _update_run(self, run_id: str, sql: str, params: list[Any]) -> None:
+        with self._connect() as con:
+            if not con.execute(sql + " WHERE run_id = ? RETURNING run_id", [*params, run_id]).fetchall():
+                raise StoreError(f"no run {run_id!r} in store {self.db_path}; call begin_run first")
+
+    def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
+        """Record the outcome of a run: status done or failed, the error text, the finish time."""
+        if status not in _STATUSES_FINAL:
+            raise StoreError(f"finish_run status must be one of {_STATUSES_FINAL}, got {status!r}")
+        self._update_run(run_id, "UPDATE runs SET status = ?, error = ?, finished_at = ?", [status, error, _utcnow()])
+
+    def add_phase_time(self, run_id: str, phase: str, seconds: float) -> None:
+        """Add seconds of work actually done in a phase (train, sample or score) to the run."""
+        if phase not in _PHASE_COLUMNS:
+            raise StoreError(f"unknown phase {phase!r}; allowed: {', '.join(_PHASE_COLUMNS)}")
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise StoreError(f"{phase} time of run {run_id!r} must be a finite number >= 0, got {seconds}")
+        col = _PHASE_COLUMNS[phase]
+        self._update_run(run_id, f"UPDATE runs SET {col} = coalesce({col}, 0) + ?", [float(seconds)])
+
+    def add_prompts(self, suite: str, rows: list[dict[str, Any]]) -> None:
+        """Store a suite's prompts; a prompt_id already stored with another text is refused."""
+        frame = pd.DataFrame(rows, columns=["prompt_id", "prompt", "category", "meta_json"])
+        frame.insert(0, "suite", suite)
+        clash = (
+            "SELECT b.prompt_id, p.prompt, b.prompt FROM batch b JOIN prompts p "
+            "ON p.suite = b.suite AND p.prompt_id = b.prompt_id WHERE p.prompt <> b.prompt LIMIT 1",
+            lambda pid, old, new: f"prompt {suite}/{pid} is stored as {old!r} but now reads {new!r}; "
+            "a changed prompt needs a new prompt_id (or a new suite name)",
+        )
+        self._insert_frame("prompts", frame.drop_duplicates(subset=["prompt_id"]), refuse=clash)
+
+    def existing_image_keys(self, run_id: str, suite: str) -> set[tuple[str, int]]:
+        """(prompt_id, seed) of the images this run already has in this suite."""
+        with self._connect(read_only=True) as con:
+            got = con.execute("SELECT prompt_id, seed FROM images WHERE run_id = ? AND suite = ?", [run_id, suite])
+            return {(p, int(s)) for p, s in got.fetchall()}
+
+    def _relative(self, path: str | Path) -> str:
+        """Image paths are stored relative to the db folder so a results folder can be moved."""
+        p = Path(path)
+        if p.is_absolute():
+            try:
+                p = p.relative_to(self.root)
+            except ValueError:
+                raise StoreError(f"image path {p} is outside the store folder {self.root}") from None
+        return p.as_posix()
+
+    def add_images(self, rows: list[dict[str, Any]]) -> None:
+        """Store generated images of begun runs (keyed by image_id; stored images are kept as they are)."""
+        frame = pd.DataFrame(rows)
+        if frame.empty:
+            return
+        missing = [c for c in _IMAGE_COLUMNS if c not in frame.columns]
+        if missing:
+            raise StoreError(f"image rows lack column(s) {missing}; required: {', '.join(_IMAGE_COLUMNS)}")
+        frame = frame[[*_IMAGE_COLUMNS, *(["created_at"] if "created_at" in frame.columns else [])]].copy()
+        frame["path"] = [self._relative(p) for p in frame["path"]]
+        if "created_at" not in frame.columns:
+            frame["created_at"] = _utcnow()
+        orphan = (
+            "SELECT b.run_id FROM batch b ANTI JOIN runs r ON r.run_id = b.run_id LIMIT 1",
+            lambda run_id: f"images of unknown run {run_id!r}; call begin_run first (nothing stored)",
+        )
+        self._insert_frame("images", frame, refuse=orphan)
+
+    def images_without_score(self, reward: str, reward_version: str, run_ids: list[str] | None = None) -> pd.DataFrame:
+        """Images (optionally of these runs) lacking a (reward, reward_version) score.
+
+        Columns: image_id, run_id, suite, prompt_id, prompt, seed, path (as stored, relative), sha256 and
+        abs_path (path resolved against the store folder), ordered by run, suite, prompt, seed.
+        """
+        sql = (
+            "SELECT i.image_id, i.run_id, i.suite, i.prompt_id, i.prompt, i.seed, i.path, i.sha256 FROM images i "
+            "WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.image_id = i.image_id "
+            "AND s.reward = ? AND s.reward_version = ?)"
+        )
+        params: list[Any] = [reward, reward_version]
+        if run_ids is not None:
+            sql += " AND list_contains(?::VARCHAR[], i.run_id)"
+            params.append(list(run_ids))
+        frame = self.query(sql + " ORDER BY i.run_id, i.suite, i.prompt_id, i.seed", params)
+        frame["abs_path"] = [str(self.root / p) for p in frame["path"]]
+        return frame
+
+    def add_scores(self, rows: list[tuple[str, str, str, float]]) -> None:
+        """Store (image_id, reward, reward_version, value) rows; the whole batch is refused when a
+        value is NaN or infinite or an image_id is unknown, before anything is written."""
+        if not rows:
+            return
+        frame = pd.DataFrame(rows, columns=["image_id", "reward", "reward_version", "value"])
+        frame["value"] = frame["value"].astype("float64")  # None becomes NaN and is refused below
+        bad = frame[~np.isfinite(frame["value"].to_numpy())]
+        if not bad.empty:
+            r = bad.iloc[0]
+            raise StoreError(
+                f"refusing {len(bad)} non-finite score(s), e.g. {r['value']} for image {r['image_id']} "
+                f"by reward {r['reward']} ({r['reward_version']}); nothing of this batch was stored"
+            )
+        frame["created_at"] = _utcnow()
+        orphan = (
+            "SELECT b.image_id FROM batch b ANTI JOIN images i ON i.image_id = b.image_id LIMIT 1",
+            lambda image_id: f"score for unknown image {image_id!r}; store the image first (nothing stored)",
+        )
+        self._insert_frame("scores", frame, refuse=orphan)
+
+    def add_train_log(self, artifact_hash: str, method: str, step: int, values: dict[str, float]) -> None:
+        """Store one training step's metrics; non-finite values are refused (fail the run instead)."""
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise StoreError(f"train_log {name} = {value} at step {step} of artifact {artifact_hash}")
+        frame = pd.DataFrame(
+            {"artifact_hash": artifact_hash, "method": method, "step": int(step), "name": list(values),
+             "value": [float(v) for v in values.values()]}
+        )
+        self._insert_frame("train_log", frame)
+
+    def counts(self) -> dict[str, int]:
+        """Number of rows in each table."""
+        with self._connect(read_only=True) as con:
+            return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in TABLES}
+
+    def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
+        """Run SQL on a read-only connection and return the result as a DataFrame."""
+        with self._connect(read_only=True) as con:
+            return con.execute(sql, params).df() if params is not None else con.execute(sql).df()

@@ -1,0 +1,151 @@
+"""``bench prepare tiny``: build (or find) the tiny world's base model and fidelity classifier.
+
+The result is cached under ``<results>/models/tiny-<preset>-<hash>/`` where the hash covers the
+preset; a manifest lists the sha256 of every file, and a cache that fails the check is rebuilt,
+never used. Building happens in a temporary folder renamed into place at the end, so a killed
+build leaves nothing that looks finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from bench.tiny import pretrain, world
+from metrics import fidelity
+
+MANIFEST = "manifest.json"
+Progress = Callable[[str, int, int], None]
+
+
+class TinyWorldError(RuntimeError):
+    pass
+
+
+def preset(name: str) -> pretrain.Preset:
+    if name not in pretrain.PRESETS:
+        raise KeyError(f"unknown tiny preset {name!r}; available: {', '.join(pretrain.PRESETS)}")
+    return pretrain.PRESETS[name]
+
+
+def preset_hash(p: pretrain.Preset) -> str:
+    blob = json.dumps(dataclasses.asdict(p), sort_keys=True) + "|world-v1"
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def world_dir(results_dir: Path, name: str = "default") -> Path:
+    p = preset(name)
+    return results_dir / "models" / f"tiny-{p.name}-{preset_hash(p)}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.rglob("*") if f.is_file() and f.name != MANIFEST)
+
+
+def verify(folder: Path) -> str | None:
+    """None when the folder is a complete, unmodified build; else what is wrong with it."""
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return "no manifest (unfinished or foreign folder)"
+    try:
+        listed = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError):
+        return "unreadable manifest"
+    for rel, digest in listed.items():
+        f = folder / rel
+        if not f.is_file():
+            return f"missing file {rel}"
+        if _sha256(f) != digest:
+            return f"checksum mismatch in {rel}"
+    return None
+
+
+def ensure(results_dir: Path, name: str = "default", progress: Progress | None = None,
+           log: Callable[[str], None] = print) -> Path:
+    """The tiny world folder for preset ``name``, built first if missing or corrupted."""
+    folder = world_dir(results_dir, name)
+    if folder.exists():
+        problem = verify(folder)
+        if problem is None:
+            return folder
+        log(f"tiny world cache {folder} is corrupted ({problem}); rebuilding it")
+        shutil.rmtree(folder)
+    build(folder, preset(name), progress or (lambda *a: None), log)
+    return folder
+
+
+def build(folder: Path, p: pretrain.Preset, progress: Progress, log: Callable[[str], None]) -> None:
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    tmp = folder.with_name(folder.name + ".building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+
+    caps = world.all_captions()
+    images, idx = world.render_dataset(caps, p.images_per_caption, seed=p.seed)
+    labels = torch.tensor([[world.SHAPES.index(caps[i].shape), list(world.COLOURS).index(caps[i].colour)] for i in idx])
+    times["render_s"] = time.perf_counter() - start
+
+    t = time.perf_counter()
+    net = pretrain.train_classifier(p, images, labels, progress)
+    accuracy = classifier_accuracy(net, p.seed + 7)
+    fidelity.save(net, world.SHAPES, list(world.COLOURS), tmp / "rewards" / "fidelity", validation_accuracy=accuracy)
+    times["classifier_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    vae = pretrain.train_vae(p, images, progress)
+    times["autoencoder_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(images[i:i + 1024] * 2 - 1).latent_dist.mean
+                             for i in range(0, len(images), 1024)]) * vae.config.scaling_factor
+    tokenizer = pretrain.build_tokenizer(tmp / "tokenizer-src", pretrain.caption_words(), pretrain.MAX_TOKENS)
+    unet, text_encoder = pretrain.train_denoiser(p, latents, torch.tensor(idx), [c.text for c in caps], tokenizer,
+                                                 progress)
+    times["denoiser_s"] = time.perf_counter() - t
+    save_pipeline(tmp / "pipeline", unet, vae, text_encoder, tokenizer)
+    shutil.rmtree(tmp / "tokenizer-src")
+    times["total_s"] = time.perf_counter() - start
+    files = {str(f.relative_to(tmp)): _sha256(f) for f in _files(tmp)}
+    info = {"preset": dataclasses.asdict(p), "classifier_accuracy": accuracy, "times": times, "files": files,
+            "versions": {"torch": torch.__version__}}
+    (tmp / MANIFEST).write_text(json.dumps(info, indent=1))
+    tmp.rename(folder)
+    log(f"tiny world ready in {times['total_s'] / 60:.1f} min at {folder} (classifier accuracy {accuracy:.3f})")
+
+
+def classifier_accuracy(net, seed: int, per_caption: int = 10) -> float:
+    """Both labels right, on fresh renders of every caption (never seen in training)."""
+    caps = world.all_captions()
+    images, idx = world.render_dataset(caps, per_caption, seed=seed)
+    shape, colour = fidelity.predict(net, images)
+    want_s = torch.tensor([world.SHAPES.index(caps[i].shape) for i in idx])
+    want_c = torch.tensor([list(world.COLOURS).index(caps[i].colour) for i in idx])
+    return float(((shape == want_s) & (colour == want_c)).float().mean())
+
+
+def save_pipeline(folder: Path, unet, vae, text_encoder, tokenizer) -> None:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    scheduler = DDIMScheduler(**pretrain.scheduler_config(), set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(str(folder))

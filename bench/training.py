@@ -1,0 +1,98 @@
+"""What a method's ``train`` may ask for, built lazily and cached: the bench side of ``TrainContext``.
+
+Preference pairs, captioned images, training prompts and the in-the-loop reward come from the tiny
+world for tiny models and from local files (``--set data.pickapic=DIR``) for real ones. Latents and
+text embeddings are computed once per (data, model) and cached under ``<results>/cache``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+import metrics
+from bench import plan as planning
+from bench import prefdata
+from methods.core import diffusion
+from methods.core.api import ImageData, PairData, TrainContext
+
+Progress = Callable[[str, int, int], None]
+
+
+class TrainingInputs:
+    def __init__(self, plan: planning.Plan, pipe: Callable[[], Any], world: Callable[[], Path | None],
+                 progress: Progress):
+        self.plan, self._pipe, self._world, self.progress = plan, pipe, world, progress
+        self.cache = plan.results_dir / "cache"
+        self._pairs: dict[bool, PairData] = {}
+        self._images: ImageData | None = None
+
+    def _preset(self):
+        from bench.tiny import prepare
+
+        return prepare.preset(self.plan.runs[0].model.tiny_preset)
+
+    def _pickapic_source(self) -> Path:
+        world = self._world()
+        if world is not None:
+            from bench.tiny import data
+
+            return data.ensure_pairs(world, self._pipe(), self._preset().n_pairs, progress=self.progress)
+        return Path(self.plan.data.pickapic)
+
+    def pairs(self, keep_ties: bool = False) -> PairData:
+        if keep_ties not in self._pairs:
+            raw = prefdata.read_pickapic(self._pickapic_source(), keep_ties=keep_ties)
+            pipe = self._pipe()
+            self._pairs[keep_ties] = prefdata.encode_pairs(pipe, raw, self.plan.device, diffusion.resolution(pipe),
+                                                           self.cache)
+        return self._pairs[keep_ties]
+
+    def images(self) -> ImageData:
+        if self._images is None:
+            world = self._world()
+            if world is not None:
+                from bench.tiny import data
+
+                source = data.ensure_captioned(world)
+            elif self.plan.data.captioned:
+                source = Path(self.plan.data.captioned)
+            else:
+                raise ValueError("this method trains on captioned images: pass --set data.captioned=PARQUET")
+            raw = prefdata.read_captioned(source)
+            pipe = self._pipe()
+            self._images = prefdata.encode_images_data(pipe, raw, self.plan.device, diffusion.resolution(pipe),
+                                                       self.cache)
+        return self._images
+
+    def prompts(self) -> list[str]:
+        if self._world() is not None:
+            from bench import suites
+
+            return [p.text for p in suites.load("tiny-train").prompts]
+        return sorted(set(self.pairs().captions))
+
+    def ensure_reward_weights(self, reward_id: str) -> None:
+        world = self._world()
+        if reward_id == "tiny-pickscore" and world is not None:
+            from bench.tiny import data
+
+            p = self._preset()
+            data.ensure_pickscore(world, self._pipe(), p.n_pairs, p.pickscore_steps, progress=self.progress)
+
+    def reward(self) -> Callable[[list, list[str]], torch.Tensor]:
+        """The in-the-loop reward model: tiny-pickscore in the tiny world (never the oracle)."""
+        rid = "tiny-pickscore" if self._world() is not None else "pickscore"
+        self.ensure_reward_weights(rid)
+        return metrics.get(rid)(planning.reward_weights(self.plan, rid), self.plan.device).load()
+
+    def context(self, spec: planning.RunSpec, out_dir: Path, artifacts: Callable[[str], Path],
+                log: Callable[[int, dict[str, float]], None]) -> TrainContext:
+        keep_ties = bool(getattr(spec.cfg, "keep_ties", False))
+        return TrainContext(
+            pipe=self._pipe(), device=torch.device(self.plan.device), dtype=torch.float32, out_dir=out_dir,
+            seed=int(getattr(spec.cfg, "seed", 0)), pairs=lambda: self.pairs(keep_ties), images=self.images,
+            prompts=self.prompts, reward=self.reward, log=log,
+            progress=lambda done, total: self.progress(f"train {spec.method}", done, total), artifacts=artifacts)

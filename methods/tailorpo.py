@@ -1,0 +1,292 @@
+"""TailorPO: Tailored Preference Optimization (and TailorPO-G, with reward-gradient guidance).
+
+Ren, Zhang, Liu, Zhang, Tian, "Refining Alignment Framework for Diffusion Models with Intermediate-Step
+Preference Ranking", arXiv 2502.01667. NO public code: this file is a RECONSTRUCTION from the abstract
+and third-party summaries (methods.md §5, §11.1); every choice below is ours unless marked [paper].
+
+Idea [paper]: step-level DPO for diffusion (D3PO-style) labels intermediate noisy samples of two
+different trajectories with the preference of their final images, which can get the gradient
+direction and the preference order wrong. TailorPO instead draws both samples of a pair FROM THE SAME
+denoising input x_t, ranks them by a STEP-WISE reward, and applies a DPO-style loss to that one
+transition. TailorPO-G adds reward-gradient guidance to widen the reward gap of the pair.
+
+One training step here (online, reward model in the loop, no preference data):
+  1. B prompts c from ``ctx.prompts()``; x_T ~ N(0, I); the CURRENT policy samples with CFG
+     (``train_guidance_scale``) and stochastic DDIM (η = ``eta`` > 0) for k steps, k ~ U{0, …, S−1}
+     shared by the batch (one batched rollout), through the shared sampling loop -> x_t, t = τ_k
+     (a last step onto ᾱ = 1, i.e. ``set_alpha_to_one``, has σ = 0 and is never drawn);
+  2. two candidates from the same x_t: x^(i) = μ_θ(x_t) + σ_t·z_i, i = 1, 2 (one mean, two noises);
+  3. step-wise reward r(x) = R(decode(x̂0(x)), c), x̂0 = the policy's one-step DDIM clean estimate at
+     the next timestep t′ = t − T/S (x itself after the last step); R = ``ctx.reward()``
+     (tiny-pickscore in the tiny world, never the oracle); winner = higher r (ties: first candidate);
+  4. loss, DPO on the single transition with Gaussian log-probs of a shared σ_t:
+        d_m = [log p_m(x^w|x_t) − log p_m(x^l|x_t)] = mean_{C,H,W} ((x^l − μ_m)² − (x^w − μ_m)²)/(2σ_t²)
+        z = β·(d_θ − d_ref),   L = mean_B(−log σ(z))
+     Both candidates share μ(x_t), so one trainable and one reference UNet call per pair (each a
+     batched CFG call [uncond; cond], since the sampling policy is the CFG-guided one).
+Choices, each a reconstruction: log-probs are MEANS over latent elements (as DDPO/D3PO/SPO's
+``ddim_step_with_logprob``), so β is per element and comparable with SPO's β = 10; one random
+transition per trajectory (not every step as in D3PO/SPO); the reward is evaluated on the decoded
+one-step x̂0 (the "step-wise reward" is not defined in what we could read; it may be an expected final
+reward); the policy is a LoRA (rank 4 as SPO on SD1.5) and the reference is the same UNet with its
+adapters disabled: no second UNet in memory, the policy starts exactly at the reference, and the
+online sampler is always the current policy; x̂0 clipping is switched off in the rollout sampler so
+the transition is exactly the Gaussian of ``ddim_transition``.
+
+TailorPO-G (``gradient_guidance``), our formula: before the final ranking, with g_i = ∇_x r(x^(i))
+(back-propagated through the reward, the VAE decoder and the policy's x̂0) and a preliminary order
+from r, the winner moves up and the loser down its own reward gradient,
+    x^w ← x^w + η_g·σ_t·g_w/rms(g_w),   x^l ← x^l − η_g·σ_t·g_l/rms(g_l),   η_g = ``guidance_eta``,
+then both are re-scored and ranked again. Normalising by rms(g) makes η_g a step in units of the
+transition noise, whatever the reward's scale (PickScore ≈ 20, aesthetic ≈ 5, tiny-pickscore arbitrary).
+
+Sampling after training: plain CFG with the trained model (adapters fused).
+Config ↔ symbols: ``beta`` = β; ``eta`` = η of DDIM; ``rollout_steps`` = S; ``guidance_eta`` = η_g.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from methods.core.api import Cond, Denoiser, Method, MethodConfig, TrainContext
+from methods.core.diffusion import cfg_denoiser, ddim_eps, ddim_transition, ddim_x0, vae_decode
+
+RewardFn = Callable[[torch.Tensor, list[str]], torch.Tensor]  # (N, 3, H, W) in [0, 1], prompts -> (N,)
+
+
+def transition_logp_diff(x_w: torch.Tensor, x_l: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+                         ) -> torch.Tensor:
+    """(B,) log N(x_w; μ, σ²) − log N(x_l; μ, σ²), per latent element (mean over C, H, W)."""
+    d = ((x_l.float() - mean.float()).pow(2) - (x_w.float() - mean.float()).pow(2)) / (2 * std.float() ** 2)
+    return d.mean(dim=list(range(1, d.ndim)))
+
+
+def tailorpo_loss(x_w: torch.Tensor, x_l: torch.Tensor, mean_theta: torch.Tensor, mean_ref: torch.Tensor,
+                  std: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns loss (), z (B,), implicit accuracy () for one shared-x_t transition pair per row."""
+    z = beta * (transition_logp_diff(x_w, x_l, mean_theta, std) - transition_logp_diff(x_w, x_l, mean_ref, std))
+    return -F.logsigmoid(z).mean(), z, (z > 0).float().mean()
+
+
+def rank_pair(cands: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """cands (2, B, C, h, w), scores (2, B) -> (x_w, x_l, first_wins (B,)); a tie goes to the first."""
+    first = scores[0] >= scores[1]  # (B,)
+    pick = first.view(-1, *[1] * (cands.ndim - 2))
+    return torch.where(pick, cands[0], cands[1]), torch.where(pick, cands[1], cands[0]), first
+
+
+def guidance_step(x: torch.Tensor, grad: torch.Tensor, std: torch.Tensor, eta: float, sign: torch.Tensor
+                  ) -> torch.Tensor:
+    """x + sign·η·σ·g/rms(g) per sample (sign (…,) of ±1 broadcast over C, H, W): TailorPO-G's move."""
+    dims = list(range(grad.ndim - 3, grad.ndim))
+    rms = grad.float().pow(2).mean(dim=dims, keepdim=True).sqrt().clamp(min=1e-12)
+    return x + sign.view(*sign.shape, 1, 1, 1) * eta * std * grad.float() / rms
+
+
+def reward_fn(reward: Any) -> RewardFn:
+    """The differentiable scores of a reward: a Reward's ``score_tensor``, or the callable itself."""
+    if hasattr(reward, "score_tensor"):
+        return reward.score_tensor
+    if callable(reward):
+        return reward
+    raise TypeError(f"tailorpo needs a reward with score_tensor(images, prompts); got {type(reward).__name__}")
+
+
+def transition(unet: Any, x: torch.Tensor, t: int, cond: Cond, uncond: Cond, g: float, abar_t: torch.Tensor,
+               abar_prev: torch.Tensor, eta: float, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of the CFG-guided stochastic DDIM step of ``unet`` from (x, t)."""
+    out = cfg_denoiser(unet, unet, g)(x, torch.full((x.shape[0],), t, device=x.device), cond, uncond).float()
+    return ddim_transition(ddim_x0(out, x, abar_t, kind), ddim_eps(out, x, abar_t, kind), abar_t, abar_prev, eta)
+
+
+def step_rewards(unet: Any, vae: Any, score: RewardFn, x: torch.Tensor, t_prev: int, abar_prev: torch.Tensor,
+                 cond: Cond, uncond: Cond, g: float, prompts: list[str], kind: str, with_grad: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(N,) r(x) = R(decode(x̂0(x)), c) of candidates x at t_prev (t_prev < 0: x is already clean),
+    and ∇_x r when ``with_grad``."""
+    x = x.detach().requires_grad_(with_grad)
+    with torch.set_grad_enabled(with_grad):
+        if t_prev < 0:
+            x0 = x
+        else:
+            out = cfg_denoiser(unet, unet, g)(x, torch.full((x.shape[0],), t_prev, device=x.device), cond, uncond)
+            x0 = ddim_x0(out.float(), x, abar_prev, kind)
+        r = score(vae_decode(vae, x0), prompts).float().to(x.device)
+        grad = torch.autograd.grad(r.sum(), x)[0] if with_grad else None
+    return r.detach(), grad
+
+
+@dataclass(frozen=True)
+class TailorPOConfig(MethodConfig):
+    beta: float = 10.0  # β on per-element log-probs; SPO basic_config train.beta (no TailorPO value known)
+    lr: float = 6e-5  # SPO basic_config (SD1.5 LoRA), constant
+    steps: int = 1000  # optimizer steps: not published for TailorPO; our choice
+    batch_size: int = 10  # prompts (= pairs) per step; SPO sample_batch_size / train_batch_size 10
+    warmup_steps: int = 0  # SPO: constant LR
+    weight_decay: float = 1e-4  # SPO adam_weight_decay
+    grad_clip: float = 1.0  # SPO max_grad_norm
+    lora_rank: int = 4  # SPO SD1.5 lora_rank (alpha = rank, to_q/k/v/out.0); reference = adapters off
+    rollout_steps: int = 20  # S: DDIM steps of the online sampler (SPO / D3PO: 20)
+    eta: float = 1.0  # DDIM η of rollouts and of the pair's transition (SPO sample.eta)
+    train_guidance_scale: float = 5.0  # CFG of rollouts, candidates and training log-probs (SPO: 5, train.cfg)
+    gradient_guidance: bool = False  # TailorPO-G
+    guidance_eta: float = 0.5  # η_g of TailorPO-G in units of σ_t (our reconstruction; no published value)
+    seed: int = 0  # prompt order, rollout noise, k, candidate noise, LoRA init
+
+    def validate(self) -> None:
+        super().validate()
+        checks = [
+            (self.beta > 0, f"beta must be > 0, got {self.beta}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
+            (self.lora_rank >= 1, f"lora_rank must be >= 1 (the reference is the LoRA policy with adapters "
+                                  f"off), got {self.lora_rank}"),
+            (self.rollout_steps >= 1, f"rollout_steps must be >= 1, got {self.rollout_steps}"),
+            (0 < self.eta <= 1, f"eta must be in (0, 1] (candidates need a stochastic transition), got {self.eta}"),
+            (self.train_guidance_scale >= 0, f"train_guidance_scale must be >= 0, got {self.train_guidance_scale}"),
+            (self.guidance_eta >= 0, f"guidance_eta must be >= 0, got {self.guidance_eta}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+class TailorPO(Method):
+    id = "tailorpo"
+    paper = "https://arxiv.org/abs/2502.01667"
+    Config = TailorPOConfig
+    trains = True
+    defaults = {
+        # tuned on tiny-train; see bench/tiny (placeholders)
+        "tiny": {"guidance_scale": 5.0, "lr": 1e-4, "steps": 200, "batch_size": 8, "rollout_steps": 10,
+                 "train_guidance_scale": 5.0},
+        # SPO's SD1.5 basic_config as the template (TailorPO's own values are unpublished): LoRA r4,
+        # lr 6e-5, wd 1e-4, clip 1, 20 DDIM steps η 1, CFG 5, 10 prompts per batch, β 10. Sampling g = 7.5
+        # as base, so the comparison isolates training. steps: our choice.
+        "sd15": {"guidance_scale": 7.5, "lr": 6e-5, "steps": 1000, "batch_size": 10, "lora_rank": 4,
+                 "rollout_steps": 20, "eta": 1.0, "train_guidance_scale": 5.0},
+        # SPO's SDXL config: LoRA r64, lr 1e-5, 2 prompts × accumulation 2 (here a batch of 4), CFG 5.
+        "sdxl": {"guidance_scale": 5.0, "lr": 1e-5, "steps": 1000, "batch_size": 4, "lora_rank": 64,
+                 "rollout_steps": 20, "eta": 1.0, "train_guidance_scale": 5.0},
+    }
+
+    def train(self, ctx: TrainContext) -> None:
+        from diffusers import DDIMScheduler
+
+        from methods.core.diffusion import encode_prompts, encode_uncond, latent_shape, sample_latents
+        from methods.core.pairs import (adapters_disabled, attach_lora, index_batches, make_optimizer, save_unet,
+                                        warmup_schedule)
+
+        cfg, device, pipe = self.cfg, ctx.device, ctx.pipe
+        prompts = list(ctx.prompts())
+        if not prompts:
+            raise ValueError("tailorpo trains on prompts: ctx.prompts() is empty")
+        score = reward_fn(ctx.reward())
+        gen = torch.Generator().manual_seed(cfg.seed)
+        policy = copy.deepcopy(pipe.unet).to(device)
+        if policy.dtype != torch.float32:
+            policy.to(torch.float32)  # fp32 master weights; autocast computes in ctx.dtype
+        params = attach_lora(policy, cfg.lora_rank, gen)
+        policy.train()
+        opt = make_optimizer(params, "adamw", cfg.lr, cfg.weight_decay)
+        lr_sched = warmup_schedule(opt, cfg.warmup_steps)
+        amp = ctx.dtype != torch.float32
+        scaler = torch.amp.GradScaler(device.type, enabled=ctx.dtype == torch.float16)
+        # No x̂0 clipping: the transition must be exactly the Gaussian of ddim_transition.
+        sched = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False, thresholding=False)
+        kind, ratio = sched.config.prediction_type, sched.config.num_train_timesteps // cfg.rollout_steps
+        uncond1, shape, g = encode_uncond(pipe, 1, device), latent_shape(pipe), cfg.train_guidance_scale
+        # With set_alpha_to_one the last step lands on ᾱ = 1 with σ = 0: no pair to rank, never drawn.
+        n_k = cfg.rollout_steps - int(float(sched.final_alpha_cumprod) >= 1.0)
+        if n_k < 1:
+            raise ValueError("rollout_steps must be >= 2 when the scheduler's last DDIM step is deterministic")
+
+        def rollout(x: torch.Tensor, t: torch.Tensor, c: Cond, u: Cond) -> torch.Tensor:
+            # the fp32 LoRA policy, whatever dtype the shared loop casts its inputs to
+            f32 = torch.float32
+            return cfg_denoiser(policy, policy, g)(x.float(), t, c.to(device, f32), u.to(device, f32))
+
+        batches = index_batches(len(prompts), cfg.batch_size, gen)
+        for step in range(1, cfg.steps + 1):
+            texts = [prompts[i] for i in next(batches).tolist()]
+            cond = encode_prompts(pipe, texts, device).to(device, torch.float32)
+            uncond = uncond1.repeat(len(texts)).to(device, torch.float32)
+            k = int(torch.randint(n_k, (1,), generator=gen))
+            noise = torch.randn((len(texts), *shape), generator=gen)
+            with torch.no_grad(), torch.autocast(device.type, dtype=ctx.dtype, enabled=amp):
+                x_t = sample_latents(pipe, rollout, cond, uncond, noise, cfg.rollout_steps, sched, stop_after=k,
+                                     step_kwargs={"eta": cfg.eta, "generator": gen})
+                t = int(sched.timesteps[k])
+                t_prev = t - ratio
+                a_t = sched.alphas_cumprod[t].to(device)
+                a_prev = (sched.alphas_cumprod[t_prev] if t_prev >= 0 else sched.final_alpha_cumprod).to(device)
+                mean, std = transition(policy, x_t, t, cond, uncond, g, a_t, a_prev, cfg.eta, kind)
+            cands = mean + std * torch.randn((2, *x_t.shape), generator=gen).to(device)  # (2, B, C, h, w)
+            with torch.autocast(device.type, dtype=ctx.dtype, enabled=amp):
+                x_w, x_l, logs = self._pair(policy, pipe.vae, score, cands, std, t_prev, a_prev, cond, uncond, texts,
+                                            kind)
+                with torch.no_grad(), adapters_disabled(policy):
+                    mean_ref, _ = transition(policy, x_t, t, cond, uncond, g, a_t, a_prev, cfg.eta, kind)
+                mean_theta, _ = transition(policy, x_t, t, cond, uncond, g, a_t, a_prev, cfg.eta, kind)
+            loss, _, acc = tailorpo_loss(x_w, x_l, mean_theta, mean_ref, std, cfg.beta)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            logs.update(loss=float(loss.detach()), implicit_acc=float(acc), t=float(t), lr=opt.param_groups[0]["lr"],
+                        grad_norm=float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))
+            scaler.step(opt)
+            scaler.update()
+            lr_sched.step()
+            if not math.isfinite(logs["loss"]):
+                raise FloatingPointError(f"loss is {logs['loss']} at step {step}")
+            ctx.log(step, logs)
+            ctx.progress(step, cfg.steps)
+        save_unet(policy.eval(), pipe, Path(ctx.out_dir), lora=True)
+
+    def _pair(self, policy: Any, vae: Any, score: RewardFn, cands: torch.Tensor, std: torch.Tensor, t_prev: int,
+              a_prev: torch.Tensor, cond: Cond, uncond: Cond, texts: list[str], kind: str
+              ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """Rank the two candidates by the step-wise reward (after TailorPO-G's move when enabled)."""
+        cfg = self.cfg
+        guide = cfg.gradient_guidance and cfg.guidance_eta > 0
+
+        def rewards(x: torch.Tensor, with_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+            # one candidate slot at a time: half the peak memory of the decoder's backward in TailorPO-G
+            out = [step_rewards(policy, vae, score, x[i], t_prev, a_prev, cond, uncond, cfg.train_guidance_scale,
+                                texts, kind, with_grad) for i in range(2)]
+            return torch.stack([r for r, _ in out]), torch.stack([g for _, g in out]) if with_grad else None
+
+        r, grad = rewards(cands, guide)
+        logs = {}
+        if guide:
+            _, _, first = rank_pair(cands, r)
+            up = torch.where(first, 1.0, -1.0)  # +1 for the preliminary winner's row
+            cands = guidance_step(cands, grad, std, cfg.guidance_eta, torch.stack([up, -up]))
+            logs["reward_gap_unguided"] = float((r[0] - r[1]).abs().mean())
+            r, _ = rewards(cands, False)
+        x_w, x_l, first = rank_pair(cands, r)
+        r_w, r_l = torch.where(first, r[0], r[1]), torch.where(first, r[1], r[0])
+        logs.update(reward_w=float(r_w.mean()), reward_l=float(r_l.mean()), reward_gap=float((r_w - r_l).mean()))
+        return x_w.detach(), x_l.detach(), logs
+
+    def denoiser(self, pipe: Any, artifact: Path | None, artifacts: Callable[[str], Path]) -> Denoiser:
+        from methods.core.pairs import load_trained_unet
+
+        if artifact is None:
+            raise ValueError("tailorpo samples with its trained UNet: train it first (artifact is None)")
+        unet = load_trained_unet(pipe, artifact)
+        return cfg_denoiser(unet, unet, self.cfg.guidance_scale)
+
+
+METHOD = TailorPO

@@ -1,0 +1,134 @@
+"""The tiny world: generator, oracle, annotator, tokenizer, and the cached pipeline in the SD layout."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from bench import models, prefdata
+from bench.tiny import data, prepare, world
+from bench.tiny.annotator import Annotator, agreement
+from bench.tiny.tokenizer import build_tokenizer
+from metrics import oracle
+
+
+@pytest.fixture(scope="module")
+def micro_world(tmp_path_factory):
+    return prepare.ensure(tmp_path_factory.mktemp("results"), "micro", log=lambda m: None)
+
+
+def test_generator_is_deterministic_and_seed_dependent():
+    caps = world.all_captions()[:20]
+    a, b, c = world.render(caps, 5), world.render(caps, 5), world.render(caps, 6)
+    assert a.shape == (20, 3, 32, 32) and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_captions_split_into_disjoint_suites():
+    caps = world.all_captions()
+    assert len({c.text for c in caps}) == len(caps) == 360
+    train, evals = world.split_captions()
+    assert len(evals) >= 200 and len(train) >= 150
+    assert not {c.text for c in train} & {c.text for c in evals}
+    assert {c.shape for c in evals} == set(world.SHAPES) == {c.shape for c in train}
+    for c in caps[::17]:
+        assert world.parse_caption(c.text) == c
+
+
+def test_oracle_prefers_centred_sharp_saturated_clean_images():
+    caps = world.all_captions()[::3]
+    ideal = world.FreeAttributes(max_offset=0.0, softness=(0.25, 0.25), noise=(0.0, 0.0),
+                                 desaturation=(0.0, 0.0), brightness=(1.0, 1.0))
+    worst = world.FreeAttributes(max_offset=7.0, softness=(1.6, 1.6), noise=(0.06, 0.06),
+                                 desaturation=(0.4, 0.4), brightness=(0.85, 0.85))
+    good, bad = oracle.components(world.render(caps, 1, ideal)), oracle.components(world.render(caps, 1, worst))
+    for name in oracle.COMPONENTS:
+        assert 0 <= good[name].min() and good[name].max() <= 1
+        assert good[name].mean() > bad[name].mean() + 0.15, name
+    # One free attribute at a time moves its own component.
+    noisy = world.FreeAttributes(max_offset=0.0, softness=(0.25, 0.25), noise=(0.06, 0.06),
+                                 desaturation=(0.0, 0.0), brightness=(1.0, 1.0))
+    parts = oracle.components(world.render(caps, 1, noisy))
+    assert parts["cleanliness"].mean() < good["cleanliness"].mean() - 0.4
+    assert abs(parts["centring"].mean() - good["centring"].mean()) < 0.05
+
+
+def test_data_leaves_room_to_align():
+    caps = world.all_captions()
+    u = torch.stack([oracle.utility(world.render(caps, s)) for s in range(8)])  # (8 samples, captions)
+    assert u.std(0).mean() > 0.05  # within-caption spread: what a method can learn to move
+    assert u.max(0).values.mean() > u.mean() + 0.1
+
+
+def test_annotator_statistics():
+    g = torch.Generator().manual_seed(0)
+    u0, u1 = torch.rand(20000, generator=g), torch.rand(20000, generator=g)
+    labels = Annotator(temperature=0.05, tie_band=0.02).label(u0, u1, torch.Generator().manual_seed(1))
+    assert set(labels.unique().tolist()) == {0.0, 0.5, 1.0}
+    tie_rate = float((labels == 0.5).double().mean())
+    assert abs(tie_rate - (1 - (1 - 0.02) ** 2)) < 0.01  # P(|U0 - U1| < d) for uniforms
+    assert 0.85 < agreement(labels, u0, u1) < 1.0
+    # Far-apart utilities are (almost) always ordered right; a colder rater agrees more.
+    far = (u0 - u1).abs() > 0.3
+    assert agreement(labels[far], u0[far], u1[far]) > 0.99
+    cold = Annotator(temperature=0.01, tie_band=0.02).label(u0, u1, torch.Generator().manual_seed(1))
+    assert agreement(cold, u0, u1) > agreement(labels, u0, u1)
+    again = Annotator(temperature=0.05, tie_band=0.02).label(u0, u1, torch.Generator().manual_seed(1))
+    assert torch.equal(labels, again)
+
+
+def test_tokenizer_keeps_caption_words_whole(tmp_path):
+    words = ["a", "red", "circle", "on", "white", "background"]
+    tok = build_tokenizer(tmp_path, words, 16)
+    ids = tok("a red circle on a white background").input_ids
+    assert len(ids) == 2 + 7  # start, one token per word, end
+    assert tok.decode(ids, skip_special_tokens=True).strip() == "a red circle on a white background"
+    assert len(tok("a green hexagon").input_ids) > 5  # unknown words fall back to bytes
+
+
+def test_micro_world_is_a_stable_diffusion_folder(micro_world):
+    pipe_dir = micro_world / "pipeline"
+    for part in ("model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
+                 "tokenizer/tokenizer_config.json", "scheduler/scheduler_config.json"):
+        assert (pipe_dir / part).is_file(), part
+    assert json.loads((pipe_dir / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"
+    assert prepare.verify(micro_world) is None
+    spec = models.resolve(str(pipe_dir))
+    assert spec.family == "sd15"  # the tiny model is loaded exactly as an SD1.5 folder would be
+    pipe = models.load_pipeline(spec.folder)
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+    manifest = json.loads((micro_world / "manifest.json").read_text())
+    assert 0 <= manifest["classifier_accuracy"] <= 1 and manifest["times"]["total_s"] > 0
+
+
+def test_corrupted_cache_is_rebuilt(tmp_path):
+    messages = []
+    folder = prepare.ensure(tmp_path, "micro", log=messages.append)
+    weights = next((folder / "pipeline" / "unet").glob("*.safetensors"))
+    good = weights.read_bytes()
+    weights.write_bytes(good[:-10] + b"corrupted!")
+    assert "checksum mismatch" in prepare.verify(folder)
+    again = prepare.ensure(tmp_path, "micro", log=messages.append)
+    assert again == folder and prepare.verify(folder) is None
+    assert any("corrupted" in m and "rebuilding" in m for m in messages)
+    assert weights.read_bytes() == good  # deterministic rebuild: the same bytes again
+
+
+def test_tiny_pickapic_uses_the_pickapic_v2_schema(micro_world, tmp_path):
+    pipe = models.load_pipeline(micro_world / "pipeline")
+    path = data.ensure_pairs(tmp_path, pipe, n_pairs=24)
+    table = pq.read_table(path)
+    for col in ("caption", "jpg_0", "jpg_1", "label_0", "label_1", "ranking_id", "image_0_uid", "image_1_uid"):
+        assert col in table.column_names, col
+    labels = table.column("label_0").to_pylist()
+    assert set(labels) <= {0.0, 0.5, 1.0}
+    assert all(a + b == 1.0 for a, b in zip(labels, table.column("label_1").to_pylist()))
+    pairs = prefdata.read_pickapic(path, keep_ties=True)
+    assert len(pairs) == 24
+    assert prefdata.decode_image(pairs.images_w[0]).size == (32, 32)
+    stats = json.loads((path.parent / "stats.json").read_text())
+    assert stats["pairs"] == 24 and 0 <= stats["agreement_with_oracle"] <= 1
