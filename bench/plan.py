@@ -91,7 +91,8 @@ def method_spec(method_id: str, model: models.ModelSpec, revision: str, sampler:
     cfg = build_config(cls.Config, cls.defaults.get(model.family, {}), overrides, method_id)
     identity = {"method": method_id, "cfg": dataclasses.asdict(cfg), "model": revision,
                 "sampler": sampler.key_fields(), "parents": parents or {}}
-    train_identity = {"method": method_id, "train": cfg.train_fields(), "model": revision, "parents": parents or {}}
+    train_parents = (parents or {}) if cls.trains_on_parents else {}
+    train_identity = {"method": method_id, "train": cfg.train_fields(), "model": revision, "parents": train_parents}
     model_short = model.name if model.tiny_preset or "/" not in model.name else model.name.split("/")[-1]
     return RunSpec(method_id, cls, cfg, model, revision, sampler,
                    run_id=f"{method_id}-{Path(model_short).name}-{config_hash(identity)[:8]}",

@@ -136,6 +136,8 @@ class Method:
     # Per-model defaults, each with its source; merged over Config's defaults (tiny, sd15, sdxl).
     defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     trains: ClassVar[bool] = False
+    # Whether ``train`` reads the artifacts of ``requires()`` (else they matter only for sampling).
+    trains_on_parents: ClassVar[bool] = False
 
     def __init__(self, cfg: MethodConfig):
         cfg.validate()
