@@ -85,10 +85,9 @@ def _model_revision(spec: models.ModelSpec) -> str:
     return models.revision(spec)
 
 
-def method_spec(method_id: str, model: models.ModelSpec, revision: str, sampler: SamplerConfig,
-                overrides: dict[str, str], sample: bool = True, parents: dict[str, str] | None = None) -> RunSpec:
+def method_spec(method_id: str, cfg: MethodConfig, model: models.ModelSpec, revision: str,
+                sampler: SamplerConfig, sample: bool = True, parents: dict[str, str] | None = None) -> RunSpec:
     cls = methods.get(method_id)
-    cfg = build_config(cls.Config, cls.defaults.get(model.family, {}), overrides, method_id)
     identity = {"method": method_id, "cfg": dataclasses.asdict(cfg), "model": revision,
                 "sampler": sampler.key_fields(), "parents": parents or {}}
     train_parents = (parents or {}) if cls.trains_on_parents else {}
@@ -136,7 +135,7 @@ def make_plan(method_names: str | None, model: str, suite: str, seeds: str, rewa
             if need not in methods.available():
                 raise UsageError(f"{mid} stacks on unknown method {need!r}; available: {', '.join(methods.available())}")
             parents[need] = add(need, sample=need in chosen, stack=(*stack, mid)).artifact_hash
-        specs[mid] = method_spec(mid, spec, revision, sampler, sets.get(mid, {}), sample, parents)
+        specs[mid] = method_spec(mid, cfg, spec, revision, sampler, sample, parents)
         return specs[mid]
 
     for mid in chosen:
