@@ -40,7 +40,8 @@ class DiffusionDPO(Method):
     Config = DPOConfig
     trains = True
     defaults = {
-        # tuned on tiny-train; see bench/tiny (placeholders until then)
+        # tiny world: the official β and warmup; lr, steps and batch sized for a 2-core CPU run (~2 min).
+        # Untuned: the first setting tried moved the oracle (benchmarks/run_default.py).
         "tiny": {"guidance_scale": 5.0, "beta": 5000.0, "lr": 1e-5, "steps": 300, "batch_pairs": 16,
                  "warmup_steps": 30, "prompt_dropout": 0.2},
         # launchers/sd15.sh: β 5000, lr 1e-8 × 2048, AdamW, 2000 steps, 2048 pairs, warmup 500;

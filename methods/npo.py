@@ -94,7 +94,7 @@ class DiffusionNPO(Method):
     Config = NPOConfig
     trains = True
     defaults = {
-        # tuned on tiny-train; see bench/tiny (placeholders near dpo's tiny values; LoRA wants a higher lr)
+        # tiny world: dpo's tiny values with a 10x lr for the LoRA (adapters start at zero); untuned.
         "tiny": {"guidance_scale": 5.0, "beta": 5000.0, "lr": 1e-4, "steps": 300, "batch_pairs": 16,
                  "warmup_steps": 0},
         # DPO-DPO-NPO/run_sd15.sh: β 500 (HF-1.5 = β_SF 1000), lr 5e-6 constant, rank 8, batch 64,

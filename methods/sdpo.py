@@ -74,7 +74,7 @@ class DiffusionSDPO(Method):
     Config = SDPOConfig
     trains = True
     defaults = {
-        # tuned on tiny-train; see bench/tiny (placeholders, dpo's tiny values plus μ of SD1.5)
+        # tiny world: dpo's tiny values plus μ of the SD1.5 script, so that the two differ only by λ.
         "tiny": {"guidance_scale": 5.0, "beta": 5000.0, "mu": 0.9, "lr": 1e-5, "steps": 300, "batch_pairs": 16,
                  "warmup_steps": 30, "prompt_dropout": 0.2},
         # scripts/train/sd15_diffusion_dpo.sh: β 5000, μ 0.9, lr 1e-8 × 2048 (scale_lr), bf16, AdamW,

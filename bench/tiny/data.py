@@ -126,3 +126,19 @@ def ensure_pickscore(folder: Path, pipe, n_pairs: int, steps: int, progress: Pro
         acc = float((scores(xw[:n_hold], hold) > scores(xl[:n_hold], hold)).double().mean())
     tiny_pickscore.save(net, vocab, out, heldout_accuracy=acc, train_s=time.perf_counter() - start)
     return out
+
+
+def ensure_all(results_dir: Path, preset_name: str, progress: Progress | None = None,
+               log: Callable[[str], None] = print) -> Path:
+    """The whole world: base pipeline and fidelity classifier, then tiny-pickapic, captioned images and
+    tiny-pickscore, so that a later ``bench run`` trains methods without building anything first."""
+    from bench import models
+    from bench.tiny import prepare
+
+    folder = prepare.ensure(results_dir, preset_name, progress, log)
+    p = prepare.preset(preset_name)
+    pipe = models.load_pipeline(folder / "pipeline")
+    ensure_pairs(folder, pipe, p.n_pairs, progress=progress)
+    ensure_captioned(folder)
+    ensure_pickscore(folder, pipe, p.n_pairs, p.pickscore_steps, progress=progress)
+    return folder

@@ -33,22 +33,22 @@ class Preset:
     images_per_caption: int = 48
     vae_channels: tuple[int, ...] = (16, 32, 32)  # 3 levels: scale factor 4, latent 8x8
     latent_channels: int = 4
-    vae_steps: int = 3000
+    vae_steps: int = 2000
     vae_batch: int = 32
     vae_lr: float = 3e-3
     classifier_steps: int = 800
     classifier_batch: int = 64
     unet_channels: tuple[int, ...] = (32, 64, 64)
     text_hidden: int = 64
-    unet_steps: int = 3000
-    unet_batch: int = 64
+    unet_steps: int = 3600
+    unet_batch: int = 32
     unet_lr: float = 3e-3
     min_snr_gamma: float = 5.0
     ema_decay: float = 0.995
     caption_dropout: float = 0.1  # empty caption, the pipeline's unconditional prompt
     # Derived data (bench/tiny/data.py): not part of the pipeline, but of the world's cache key.
-    n_pairs: int = 3000  # tiny-pickapic pairs sampled from the base model
-    pickscore_steps: int = 1500
+    n_pairs: int = 2000  # tiny-pickapic pairs sampled from the base model
+    pickscore_steps: int = 1000
 
 
 PRESETS = {

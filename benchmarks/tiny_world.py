@@ -1,0 +1,156 @@
+"""Measure the tiny world: preparation time, base fidelity, room to align, annotator agreement.
+
+    python benchmarks/tiny_world.py                        # the default preset, cached under /tmp
+    python benchmarks/tiny_world.py --set unet_steps=2000  # a variant of it (its own cache folder)
+    python benchmarks/tiny_world.py --preset micro --seeds 4
+
+Builds the world cold (unless its folder already exists under --results), then samples the base
+model on every ``tiny-eval`` prompt with ``--seeds`` seeds through the same sampler as ``bench run``
+and prints one table. Definitions (issue 2):
+
+- fidelity: share of base images whose shape and colour the classifier reads as the caption's;
+- headroom: per (prompt, k), the oracle-best of seeds [0, 8) beats the independent seed 8 + k
+  by at least half the within-prompt oracle std (pooled over prompts); "gated" picks the best among
+  fidelity-correct samples only (a prompt with none counts as a failure);
+- agreement: the annotator's non-tied labels that follow the oracle order on tiny-pickapic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench import models, suites
+from bench.config import SamplerConfig
+from bench.tiny import data, prepare, pretrain, world
+from methods import get as get_method
+from methods.core import diffusion
+from metrics import fidelity, oracle, tiny_pickscore
+
+
+def _override(p: pretrain.Preset, assignments: list[str]) -> pretrain.Preset:
+    kinds = {f.name for f in dataclasses.fields(p)}
+    changes = {}
+    for a in assignments:
+        key, value = a.split("=", 1)
+        assert key in kinds, f"unknown preset field {key!r}; fields: {', '.join(sorted(kinds))}"
+        current = getattr(p, key)
+        if isinstance(current, tuple):
+            changes[key] = tuple(int(v) for v in value.split(","))
+        else:
+            changes[key] = type(current)(value)
+    return dataclasses.replace(p, **changes, name=p.name + ("-variant" if changes else ""))
+
+
+def build(results: Path, p: pretrain.Preset) -> tuple[Path, dict[str, float]]:
+    folder = results / "models" / f"tiny-{p.name}-{prepare.preset_hash(p)}"
+    times: dict[str, float] = {}
+    if not folder.exists():
+        prepare.build(folder, p, lambda *a: None, print)
+    manifest = json.loads((folder / prepare.MANIFEST).read_text())
+    times.update(manifest["times"])
+    pipe = models.load_pipeline(folder / "pipeline")
+    for name, make in (("pairs_s", lambda: data.ensure_pairs(folder, pipe, p.n_pairs)),
+                       ("pickscore_s", lambda: data.ensure_pickscore(folder, pipe, p.n_pairs, p.pickscore_steps))):
+        t = time.perf_counter()
+        make()
+        times[name] = time.perf_counter() - t
+    return folder, times
+
+
+def sample_eval(folder: Path, seeds: int, batch: int = 256) -> tuple[torch.Tensor, list[str]]:
+    """Base images for every tiny-eval prompt and seeds 0..seeds-1, ordered (prompt, seed)."""
+    pipe = models.load_pipeline(folder / "pipeline")
+    g = get_method("base").defaults["tiny"]["guidance_scale"]
+    suite = suites.load("tiny-eval")
+    prompts = [p.text for p in suite.prompts]
+    keys = [(p, s) for p in suite.prompts for s in range(seeds)]
+    denoise = diffusion.cfg_denoiser(pipe.unet, pipe.unet, g)
+    sampler = SamplerConfig(name="ddim", steps=20, batch=batch)
+    out = []
+    for i in range(0, len(keys), batch):
+        chunk = keys[i:i + batch]
+        out.append(diffusion.generate(pipe, denoise, [p.text for p, _ in chunk],
+                                      [diffusion.seed_for(suite.name, p.prompt_id, s) for p, s in chunk],
+                                      sampler.steps, sampler.name))
+    return torch.cat(out), prompts
+
+
+def faithful(folder: Path, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
+    scorer = fidelity.Fidelity(folder / "rewards" / "fidelity").load()
+    s, c = fidelity.predict(scorer.net, images)
+    want = torch.tensor([scorer._target(t) for t in captions])
+    return ((s == want[:, 0]) & (c == want[:, 1])).float()
+
+
+def headroom(u: torch.Tensor, ok: torch.Tensor, n_best: int = 8) -> dict[str, float]:
+    """u, ok: (prompts, seeds) oracle utilities and fidelity flags; seeds >= n_best are independent."""
+    half_std = 0.5 * u.std(dim=1).mean()
+    best = u[:, :n_best].max(dim=1).values
+    gated = torch.where(ok[:, :n_best] > 0, u[:, :n_best], torch.tensor(-1.0)).max(dim=1).values
+    indep = u[:, n_best:]
+    return {"within_prompt_std": float(2 * half_std),
+            "best_of_8_wins": float((best[:, None] - indep >= half_std).float().mean()),
+            "gated_best_of_8_wins": float((gated[:, None] - indep >= half_std).float().mean())}
+
+
+def vae_fidelity(folder: Path, per_caption: int = 4) -> float:
+    pipe = models.load_pipeline(folder / "pipeline")
+    _, evals = world.split_captions()
+    images, idx = world.render_dataset(evals, per_caption, seed=99)
+    with torch.no_grad():
+        rec = diffusion.decode_latents(pipe.vae, diffusion.encode_images(pipe.vae, images * 2 - 1))
+    return float(faithful(folder, rec, [evals[i].text for i in idx]).mean())
+
+
+def _pickscore_meta(folder: Path) -> dict:
+    return json.loads((folder / data.PICKSCORE / tiny_pickscore.VOCAB).read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--set", action="append", default=[], help="preset field=value (tuples as 16,32,32)")
+    ap.add_argument("--results", type=Path, default=Path(tempfile.gettempdir()) / "tiny-world-bench")
+    ap.add_argument("--seeds", type=int, default=12, help="seeds per prompt (8 for best-of-8, the rest independent)")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    p = _override(prepare.preset(args.preset), args.set)
+    folder, times = build(args.results, p)
+    t = time.perf_counter()
+    images, prompts = sample_eval(folder, args.seeds)
+    sample_s = time.perf_counter() - t
+    captions = [t for t in prompts for _ in range(args.seeds)]
+    ok = faithful(folder, images, captions).view(len(prompts), args.seeds)
+    u = oracle.utility(images).view(len(prompts), args.seeds)
+    stats = json.loads((folder / "pickapic" / "stats.json").read_text())
+    manifest = json.loads((folder / prepare.MANIFEST).read_text())
+    rows = {
+        "world": folder.name,
+        **{k: f"{v:.0f} s" for k, v in times.items() if k != "total_s"},
+        "prepare total (pipeline + pairs + pickscore)": f"{(times['total_s'] + times['pairs_s'] + times['pickscore_s']) / 60:.1f} min",
+        "classifier accuracy (fresh renders)": f"{manifest['classifier_accuracy']:.3f}",
+        "autoencoder reconstruction fidelity (eval captions)": f"{vae_fidelity(folder):.3f}",
+        "base fidelity, tiny-eval, seeds 0-1": f"{ok[:, :2].mean():.3f}",
+        f"base fidelity, tiny-eval, seeds 0-{args.seeds - 1}": f"{ok.mean():.3f}",
+        "base oracle mean": f"{u.mean():.3f}",
+        **({k: f"{v:.3f}" for k, v in headroom(u, ok).items()} if args.seeds > 8 else {}),
+        "annotator agreement (tiny-pickapic, non-tied)": f"{stats['agreement_with_oracle']:.3f}",
+        "annotator ties": f"{stats['ties']:.3f}",
+        "tiny-pickscore held-out accuracy": f"{_pickscore_meta(folder)['heldout_accuracy']:.3f}",
+        f"eval sampling ({len(images)} images)": f"{sample_s:.0f} s",
+    }
+    width = max(map(len, rows))
+    print(f"\n| {'measure':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
+    for k, v in rows.items():
+        print(f"| {k:<{width}} | {v} |")
+
+
+if __name__ == "__main__":
+    main()
