@@ -63,20 +63,75 @@ def cluster_bootstrap_ci(
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     v = np.asarray(values, dtype=np.float64)
     sums, sizes = _cluster_codes(v, np.asarray(clusters))
-    lowest, highest = float(v.min()), float(v.max())
-    if lowest == highest:  # every resample has this mean; skip the rounding noise of the sums
-        return lowest, highest
-    k = sums.size
+    return cluster_sums_ci(sums, sizes, (float(v.min()), float(v.max())), n_boot=n_boot, seed=seed, alpha=alpha)
+
+
+def cluster_sums_ci(
+    sums: np.ndarray,
+    sizes: np.ndarray,
+    bounds: tuple[float, float],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float]:
+    """``cluster_bootstrap_ci`` from per-cluster sums and sizes, (K,) each, already aggregated.
+
+    ``bounds`` is (min, max) of the underlying values: the interval is clipped to it, and collapses
+    to a point when they are equal. Lets a caller aggregate per prompt in SQL and bootstrap subsets
+    of prompts (one category) without the per-image values.
+    """
+    sums, sizes = np.asarray(sums, dtype=np.float64), np.asarray(sizes, dtype=np.float64)
+    if sums.ndim != 1 or sums.shape != sizes.shape:
+        raise ValueError(f"sums and sizes must be 1-D and equally long: {sums.shape} vs {sizes.shape}")
+    return cluster_sums_cis(sums[:, None], sizes[:, None], [bounds], n_boot=n_boot, seed=seed, alpha=alpha)[0]
+
+
+def cluster_sums_cis(
+    sums: np.ndarray,
+    sizes: np.ndarray,
+    bounds: list[tuple[float, float]],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> list[tuple[float, float]]:
+    """``cluster_sums_ci`` for m statistics over the same number K of clusters at once.
+
+    ``sums`` and ``sizes`` are (K, m): column j holds the per-cluster sums and sizes of statistic j
+    (its clusters in any fixed order). The resamples depend only on (K, n_boot, seed), so each
+    column gets exactly the interval it would get alone; sharing them turns m gathers into one
+    matrix product: (b, K) multiplicities of the drawn clusters @ (K, m) sums.
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    sums, sizes = np.asarray(sums, dtype=np.float64), np.asarray(sizes, dtype=np.float64)
+    if sums.ndim != 2 or sums.shape != sizes.shape or sums.shape[0] == 0 or sums.shape[1] != len(bounds):
+        raise ValueError(f"sums and sizes must be (K, m) with K > 0 and m bounds: {sums.shape}, {sizes.shape}, "
+                         f"{len(bounds)} bounds")
+    out: list[tuple[float, float]] = [(float(lo), float(hi)) for lo, hi in bounds]
+    # Where min == max every resample has this mean; skip the rounding noise of the sums.
+    live = [j for j, (lo, hi) in enumerate(bounds) if lo != hi]
+    if not live:
+        return out
+    k = sums.shape[0]
+    num, den = sums[:, live], sizes[:, live]
     rng = np.random.default_rng(seed)
-    stats = np.empty(n_boot, dtype=np.float64)
+    stats = np.empty((n_boot, len(live)), dtype=np.float64)
     chunk = max(1, _MAX_DRAWS_PER_CHUNK // k)
     for start in range(0, n_boot, chunk):
         stop = min(n_boot, start + chunk)
         draws = rng.integers(0, k, size=(stop - start, k), dtype=np.int32)  # (b, K) cluster indices
-        stats[start:stop] = sums[draws].sum(axis=1) / sizes[draws].sum(axis=1)
-    low, high = np.quantile(stats, [alpha / 2.0, 1.0 - alpha / 2.0])
-    # A resampled mean cannot leave [min, max] of the values; clip what rounding pushed out.
-    return float(np.clip(low, lowest, highest)), float(np.clip(high, lowest, highest))
+        offsets = np.arange(stop - start, dtype=np.int64)[:, None] * k
+        counts = np.bincount((draws + offsets).ravel(), minlength=(stop - start) * k)
+        counts = counts.reshape(stop - start, k).astype(np.float64)  # (b, K) times each cluster was drawn
+        stats[start:stop] = (counts @ num) / (counts @ den)
+    low, high = np.quantile(stats, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
+    for col, j in enumerate(live):
+        lowest, highest = bounds[j]
+        # A resampled mean cannot leave [min, max] of the values; clip what rounding pushed out.
+        out[j] = (float(np.clip(low[col], lowest, highest)), float(np.clip(high[col], lowest, highest)))
+    return out
 
 
 def mean_ci(

@@ -330,3 +330,9 @@ class Store:
         """Run SQL on a read-only connection and return the result as a DataFrame."""
         with self._connect(read_only=True) as con:
             return con.execute(sql, params).df() if params is not None else con.execute(sql).df()
+
+    def query_quietly(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
+        """``query`` without DuckDB's progress bar, which a long scan would draw into a report's terminal output."""
+        with self._connect(read_only=True) as con:
+            con.execute("SET enable_progress_bar = false")
+            return con.execute(sql, params).df() if params is not None else con.execute(sql).df()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import report
+from bench import report, stats
 from bench.store import Store
 
 PROMPTS, SEEDS = range(10), (0, 1)
@@ -87,6 +87,26 @@ def test_win_rates_means_and_p_values_are_exact(rows):
     assert hps["p_value"] == pytest.approx(2 / 1024)
     assert (hps["mean"], hps["mean_ci_low"], hps["mean_ci_high"], hps["base_mean"]) == (0.1, 0.1, 0.1, 0.2)
     assert (hps["train_s"], hps["sample_s"], hps["score_s"]) == (30.0, 2.0, None)
+
+
+def test_intervals_are_the_cluster_bootstrap_of_the_per_image_values(rows):
+    # build() bootstraps per-prompt sums, all rows at once; the result is the bootstrap of each row's values.
+    clusters = np.repeat(np.arange(len(PROMPTS)), len(SEEDS))
+    pick = _row(rows, "dpo", "pick")
+    values = np.array([_dpo_pick(p, s) for p in PROMPTS for s in SEEDS])
+    assert (pick["mean_ci_low"], pick["mean_ci_high"]) == pytest.approx(stats.cluster_bootstrap_ci(values, clusters))
+    base = np.array([_base_pick(p, s) for p in PROMPTS for s in SEEDS])
+    wins = stats.paired_wins(values, base)
+    assert (pick["ci_low"], pick["ci_high"]) == pytest.approx(stats.cluster_bootstrap_ci(wins, clusters))
+
+
+def test_batched_intervals_equal_each_computed_alone():
+    rng = np.random.default_rng(0)
+    sums, sizes = rng.normal(size=(50, 3)), rng.integers(1, 4, size=(50, 3)).astype(float)
+    bounds = [(-9.0, 9.0), (0.5, 0.5), (-9.0, 9.0)]
+    together = stats.cluster_sums_cis(sums, sizes, bounds, n_boot=500, seed=7)
+    alone = [stats.cluster_sums_ci(sums[:, j], sizes[:, j], bounds[j], n_boot=500, seed=7) for j in range(3)]
+    assert np.allclose(together, alone, rtol=1e-12, atol=0) and together[1] == (0.5, 0.5)
 
 
 def test_base_rows_carry_means_but_no_comparison(rows):

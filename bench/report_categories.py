@@ -1,0 +1,104 @@
+"""Win rates against base broken down by prompt category and by prompt attributes.
+
+A suite's prompts may carry a ``category`` (PartiPrompts' challenge category, the tiny world's
+shape) and attributes in ``meta_json`` (the tiny world's shape, colour, background and size).
+Each of those with between 2 and ``MAX_LEVELS`` values becomes one breakdown; an attribute that
+splits the prompts exactly as another already shown (the tiny world's shape is its category) is
+left out.
+
+Within a level, the win rate and its interval are computed exactly as in the main table (paired
+wins, percentile bootstrap resampling the level's prompts), from the per-prompt sums of
+``report.per_prompt``. The intervals are descriptive: with many levels some exclude 50% by chance, and no
+adjustment for the number of levels is made.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench import report
+from bench.store import Store
+
+MAX_LEVELS = 12
+NO_LEVEL = "(none)"
+
+def _scalar(v: Any) -> str | None:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (str, int)):
+        return str(v)
+    return None
+
+
+def _same_partition(a: pd.Series, b: pd.Series) -> bool:
+    """True when two labellings group the prompts identically (level names aside)."""
+    pairs = pd.DataFrame({"a": a.to_numpy(object), "b": b.to_numpy(object)}).drop_duplicates()
+    return len(pairs) == a.nunique() == b.nunique()
+
+
+def attributes(prompts: pd.DataFrame) -> dict[str, pd.Series]:
+    """The breakdowns of one suite: attribute name -> level per prompt_id (index), in display order."""
+    out: dict[str, pd.Series] = {}
+    ids = prompts["prompt_id"].to_numpy()
+    candidates: list[tuple[str, list[str | None]]] = [("category", [c if isinstance(c, str) else None
+                                                                    for c in prompts["category"].tolist()])]
+    metas = [json.loads(m) if isinstance(m, str) and m else {} for m in prompts["meta_json"].tolist()]
+    metas = [m if isinstance(m, dict) else {} for m in metas]
+    for key in sorted({k for m in metas for k in m}):
+        candidates.append((key, [_scalar(m.get(key)) for m in metas]))
+    for name, levels in candidates:
+        if all(v is None for v in levels):
+            continue
+        series = pd.Series([NO_LEVEL if v is None else v for v in levels], index=ids)
+        if not 2 <= series.nunique() <= MAX_LEVELS:
+            continue
+        if any(_same_partition(series, kept) for kept in out.values()):
+            continue
+        out[name] = series
+    return out
+
+
+def breakdown(store: Store, rows: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0,
+              prompts: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+    """One table per (suite, reward version, attribute):
+
+    {"suite", "reward", "reward_version", "attribute", "levels": [level names], "runs": [run_id with a win
+    rate], "cells": {run_id: {level: {"n", "n_prompts", "win_rate", "ci_low", "ci_high"}}}}
+
+    ``prompts``: the ``report.per_prompt`` table when the caller already has it.
+    """
+    compared = [r for r in rows if r["win_rate"] is not None]
+    if not compared:
+        return []
+    suites = sorted({r["suite"] for r in compared})
+    meta = store.query("SELECT suite, prompt_id, category, meta_json FROM prompts WHERE list_contains($s, suite)",
+                       {"s": suites})
+    per_prompt = report.per_prompt(store, suites) if prompts is None else prompts
+    per_prompt = per_prompt[per_prompt["n_pairs"] > 0]
+    order = {r["run_id"]: i for i, r in enumerate(compared)}  # the main table's order of methods
+    out, jobs = [], []
+    for suite in suites:
+        attrs = attributes(meta[meta["suite"] == suite])
+        if not attrs:
+            continue
+        shown = {(r["reward"], r["reward_version"], r["run_id"]) for r in compared if r["suite"] == suite}
+        in_suite = per_prompt[per_prompt["suite"] == suite]
+        for (reward, version), g in in_suite.groupby(["reward", "reward_version"], sort=True):
+            runs = sorted((rid for rid in g["run_id"].unique() if (reward, version, rid) in shown), key=order.get)
+            for name, levels in attrs.items():
+                labelled = g.assign(level=levels.reindex(g["prompt_id"]).fillna(NO_LEVEL).to_numpy())
+                cells: dict[str, dict[str, Any]] = {rid: {} for rid in runs}
+                for (rid, level), gl in labelled[labelled["run_id"].isin(runs)].groupby(["run_id", "level"]):
+                    sums, sizes = gl["win_sum"].to_numpy(np.float64), gl["n_pairs"].to_numpy(np.float64)
+                    cell = cells[rid][str(level)] = {"n": int(sizes.sum()), "n_prompts": int(sizes.size),
+                                                     "win_rate": float(sums.sum() / sizes.sum())}
+                    jobs.append((cell, ("ci_low", "ci_high"), sums, sizes,
+                                 (float(gl["win_min"].min()), float(gl["win_max"].max()))))
+                out.append({"suite": suite, "reward": reward, "reward_version": version, "attribute": name,
+                            "levels": sorted(str(v) for v in levels.unique()), "runs": runs, "cells": cells})
+    report.run_bootstraps(jobs, n_boot, seed)
+    return out

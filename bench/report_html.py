@@ -1,0 +1,205 @@
+"""The report as one self-contained HTML page: no script, no network, images from the folder beside it.
+
+Every piece of user data (prompts, suite, model, method and run names, versions) passes through
+``e`` (``html.escape`` with quotes) exactly once, at the point where it is put into markup, so a
+prompt such as ``<script>alert(1)</script>`` reads as text. A Content-Security-Policy allowing only
+images from the page's own location and the inline stylesheet is a second line of defence: even an
+escaping bug could not run a script or reach the network.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+from bench import report_md
+from bench.report_md import ALPHA, ci, g, pct
+
+if TYPE_CHECKING:
+    from bench.report_doc import Document
+
+CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"
+GRID_CELL_PX = 128  # small images (the tiny world's 32 px) are shown enlarged to about this size
+_STYLE = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d1d1f; margin: 0 auto;
+       max-width: 1200px; padding: 0 1.2rem 2rem; }
+h1 { margin-bottom: .2rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2.2rem; }
+.meta, figcaption, .note { color: #555; font-size: .9rem; }
+nav a { margin-right: .8rem; }
+table { border-collapse: collapse; margin: .6rem 0 1.2rem; font-size: .9rem; }
+th, td { border: 1px solid #ddd; padding: .25rem .55rem; text-align: left; vertical-align: top; }
+th { background: #f4f4f6; } tbody tr:nth-child(even) { background: #fafafa; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.sig { color: #b00020; font-weight: 600; }
+figure { margin: 1rem 0 1.6rem; } figure img { max-width: 100%; height: auto; }
+.flow { display: flex; flex-wrap: wrap; gap: 0 2.2rem; align-items: flex-start; }
+figure.grid { max-width: 100%; } figure.grid figcaption { max-width: 22rem; }
+figure.grid table { margin: .3rem 0; } figure.grid td { text-align: center; }
+figure.grid img { image-rendering: pixelated; display: block; margin: 0 auto; }
+.prompt { font-style: italic; white-space: pre-wrap; }
+.missing { color: #b00020; }
+details { margin: .5rem 0 1rem; } summary { cursor: pointer; font-weight: 600; }
+footer { margin-top: 2.5rem; border-top: 1px solid #ddd; font-size: .85rem; color: #444; }
+code { font-size: .85em; }
+"""
+
+
+def e(s: Any) -> str:
+    """Escape for HTML text and double-quoted attributes."""
+    return html.escape(str(s), quote=True)
+
+
+def _row(cells: list[str], num: set[int] = frozenset(), tag: str = "td") -> str:
+    """A table row from already-escaped cell contents."""
+    return "<tr>" + "".join(f'<{tag}{" class=num" if i in num and tag == "td" else ""}>{c}</{tag}>'
+                            for i, c in enumerate(cells)) + "</tr>"
+
+
+def _table(header: list[str], rows: list[list[str]], num: set[int] = frozenset(), cls: str = "") -> str:
+    """Header and cells must be escaped already."""
+    head = _row(header, tag="th")
+    body = "\n".join(_row(r, num) for r in rows)
+    return f'<table{f" class={cls}" if cls else ""}><thead>{head}</thead><tbody>\n{body}\n</tbody></table>'
+
+
+def _sig(s: str) -> str:
+    """Escaped text with the ✱ marker highlighted."""
+    return e(s).replace("✱", '<span class=sig title="significant after Holm, p &lt; 0.05">✱</span>')
+
+
+def _results(doc: Document, table: list[dict[str, Any]]) -> str:
+    rows = [[_sig(c) for c in report_md.result_cells(r, doc.labels[r["run_id"]])] for r in table]
+    return _table([e(h) for h in report_md.RESULT_HEADER], rows, num={1, 5, 6, 7}, cls="results")
+
+
+def _ranking(doc: Document) -> str:
+    out = ['<section id="ranking"><h2>Ranking across rewards</h2>']
+    for block in doc.ranking:
+        header = ["rank", "method", "mean rank"] + [f"{e(k)}<br><small>rank · win %</small>" for k in block["rewards"]]
+        rows = []
+        for i, entry in enumerate(block["entries"], start=1):
+            cells = [str(i), e(doc.labels[entry["run_id"]]), f"{entry['mean_rank']:.2f}"]
+            for k in block["rewards"]:
+                win = entry["win_rates"].get(k)
+                cells.append("—" if k not in entry["ranks"] else _sig(
+                    f"{entry['ranks'][k]:g} · {'—' if win is None else pct(win)}"
+                    + (" ✱" if entry["significant"][k] else "")))
+            rows.append(cells)
+        out += [f"<h3>{e(block['suite'])}</h3>", _table(header, rows, num=set(range(len(header))) - {1})]
+    return "\n".join(out) + "</section>"
+
+
+def _categories(doc: Document, suite: str) -> str:
+    parts = []
+    for t in (t for t in doc.categories if t["suite"] == suite):
+        header = [e(t["attribute"])] + [f"{e(doc.labels[rid])}<br><small>win % [95% CI]</small>" for rid in t["runs"]]
+        rows = []
+        for level in t["levels"]:
+            cells = [e(level)]
+            for rid in t["runs"]:
+                c = t["cells"][rid].get(level)
+                rate = "" if c is None else e(ci(c["win_rate"], c["ci_low"], c["ci_high"], pct))
+                cells.append("—" if c is None else f"{rate} <small>({c['n_prompts']})</small>")
+            rows.append(cells)
+        parts.append(f"<div><h4>{e(t['reward'])} ({e(t['reward_version'])}) by {e(t['attribute'])}</h4>"
+                     + _table(header, rows, num=set(range(1, len(header)))) + "</div>")
+    if not parts:
+        return ""
+    state = " open" if len(parts) <= 6 else ""  # many tables: folded, so the image grids stay in reach
+    return (f'<details{state}><summary>By category ({len(parts)} tables)</summary><p class=note>Win rate against '
+            "base within each level (prompts in parentheses); intervals are descriptive, not adjusted for the "
+            "number of levels.</p>"
+            + '<div class="flow">' + "\n".join(parts) + "</div></details>")
+
+
+def _grid(doc: Document, grid) -> str:
+    heads, imgs, scores = [], [], []
+    for c in grid.cells:
+        scale = max(1, GRID_CELL_PX // max(c.width, c.height, 1))
+        alt = f"{c.label}: {'image missing' if c.missing else grid.prompt}"
+        heads.append(e(c.label))
+        imgs.append(f'<img src="{e(doc.asset(c.src))}" alt="{e(alt)}" width="{c.width * scale}" '
+                    f'height="{c.height * scale}">' + ('<br><span class=missing>missing</span>' if c.missing else ""))
+        scores.append("<br>".join(f"{e(doc.reward_name(k))}: {e(g(v))}" for k, v in c.scores.items()) or "—")
+    meta = f"seed {grid.seed} · prompt id {e(grid.prompt_id)}" + (
+        f" · category {e(grid.category)}" if grid.category else "")
+    caption = (f"<figcaption><strong>{'; '.join(e(r) for r in grid.reasons)}</strong> · {meta}<br>"
+               f"<span class=prompt>{e(grid.prompt)}</span></figcaption>")
+    table = f"<table><thead>{_row(heads, tag='th')}</thead><tbody>{_row(imgs)}{_row(scores)}</tbody></table>"
+    return f'<figure class="grid">{caption}{table}</figure>'
+
+
+def _suite(doc: Document, index: int, suite: str) -> str:
+    from bench.report import tables
+
+    out = [f'<section id="suite-{index}"><h2>Suite {e(suite)}</h2>']
+    for f in doc.figures.get(suite, []):
+        out.append(f'<figure><img src="{e(doc.asset(f.src))}" alt="{e(f.alt)}" width="{f.width}" '
+                   f'height="{f.height}"><figcaption>{e(f.alt)}</figcaption></figure>')
+    for (s, reward, version), table in tables(doc.rows).items():
+        if s == suite:
+            out += [f"<h3>{e(reward)} ({e(version)})</h3>", _results(doc, table)]
+    out.append(_categories(doc, suite))
+    grids = [gr for gr in doc.grids if gr.suite == suite]
+    if grids:
+        out += ["<h3>Image grids</h3><p class=note>Same prompt and seed (same initial noise) across methods.</p>"]
+        out += ['<div class="flow">', *(_grid(doc, gr) for gr in grids), "</div>"]
+    return "\n".join(out) + "</section>"
+
+
+def _costs(doc: Document) -> str:
+    header = ["method", "run", "train s", "sample s", "score s", "total s", "images", "sample s / image"]
+    rows = [[e(doc.labels[c["run_id"]]), f"<code>{e(c['run_id'])}</code>", g(c["train_s"]), g(c["sample_s"]),
+             g(c["score_s"]), g(c["total_s"]), str(c["n_images"]), g(c["sample_s_per_image"])] for c in doc.costs]
+    return ('<section id="cost"><h2>Cost</h2><p class=note>Seconds of work recorded by the runner; — where nothing '
+            "was timed (no training, or a stored checkpoint or image was reused).</p>"
+            + _table([e(h) for h in header], rows, num=set(range(2, 8))) + "</section>")
+
+
+def _provenance(doc: Document) -> str:
+    prov = doc.provenance
+    b = prov["bootstrap"]
+    items = [f"generated {e(doc.generated_at)}",
+             "n: paired (prompt, seed) comparisons with base; for base, its scored images",
+             f"intervals: {e(b['interval'])} cluster bootstrap over prompts, {b['n_boot']} resamples, seed {b['seed']}",
+             f"p: {e(prov['test'])}", f"git: {e(', '.join(prov['git_shas']) or 'unknown')}",
+             f"store: <code>{e(prov['store'])}</code>"]
+    header = ["run", "method", "model", "revision", "sampler", "config", "artifact", "status", "versions"]
+    rows = []
+    for run_id, r in prov["runs"].items():
+        versions = ", ".join(f"{k} {v}" for k, v in (r["versions"] or {}).items()) or "—"
+        cells = [run_id, r["method"], r["model"], r["model_revision"], r["sampler_key"], r["config_hash"],
+                 r["artifact_hash"], r["status"], versions]
+        rows.append([e(c) if c else "—" for c in cells])
+    return ('<footer id="provenance"><h2>Provenance</h2><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+            + _table([e(h) for h in header], rows) + "</footer>")
+
+
+def render(doc: Document) -> str:
+    """The full HTML report of a Document (images referenced relative to the page)."""
+    suites = doc.suites
+    nav = ['<a href="#ranking">Ranking</a>'] if doc.rows else []
+    nav += [f'<a href="#suite-{i}">{e(s)}</a>' for i, s in enumerate(suites)]
+    nav += ['<a href="#cost">Cost</a>', '<a href="#statistics">Statistics</a>'] if doc.rows else []
+    nav += ['<a href="#provenance">Provenance</a>']
+    head = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{e(CSP)}">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>diffusion-pref-bench report</title><style>{_STYLE}</style></head><body>")
+    header = (f"<header><h1>diffusion-pref-bench report</h1><p class=meta>Generated {e(doc.generated_at)} from "
+              f"<code>{e(doc.provenance['store'])}</code> · {len(doc.labels)} runs · suites: "
+              f"{e(', '.join(suites) or 'none')}</p><nav>{''.join(nav)}</nav></header>")
+    body = ["<main>"]
+    if not doc.rows:
+        body.append("<p>No scored images in the store for this selection.</p>")
+    else:
+        body.append(f"<p class=note>Win rate: share of (prompt, seed) pairs where the method's image scores higher "
+                    f"than base's (ties ½); intervals are 95% bootstrap CIs over prompts; "
+                    f"{_sig('✱')} = significant after Holm (p &lt; {ALPHA}).</p>")
+        body.append(_ranking(doc))
+        body += [_suite(doc, i, s) for i, s in enumerate(suites)]
+        body.append(_costs(doc))
+        body.append('<section id="statistics"><h2>Statistics</h2><ul>'
+                    + "".join(f"<li>{_sig(n)}</li>" for n in report_md.statistics_notes(doc)) + "</ul></section>")
+    body.append("</main>")
+    return "\n".join([head, header, *body, _provenance(doc), "</body></html>"]) + "\n"

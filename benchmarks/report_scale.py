@@ -1,0 +1,109 @@
+"""How long `bench report` takes on a store with one million score rows (target: under 10 s on 2 cores).
+
+Builds (or reuses) a store under /tmp with 5 runs (base and four methods) x 10,000 prompts x 10 seeds
+= 500,000 images, each scored by 2 rewards: 10^6 score rows. Prompts carry a category (10 levels)
+and meta attributes (colour: 6 levels, size: 3), as the tiny world's do. The store is filled with
+DuckDB SQL in bulk, not through the per-row API. Image files are not written: the report's grids
+then show placeholders, which is also what a report of a store whose images were deleted looks like.
+
+Each format is timed end to end as a user runs it (`python -m bench report ...` in a fresh process:
+interpreter start, imports, SQL, bootstrap, charts, grids, writing). Prints a table.
+
+    python benchmarks/report_scale.py [--prompts 10000] [--seeds 10] [--dir /tmp/bench_report_scale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+
+from bench.store import Store
+
+METHODS = ("base", "dpo", "npo", "sdpo", "tailorpo")
+REWARDS = ("pickscore", "hpsv21")
+SHIFT = {"base": 0.0, "dpo": 0.05, "npo": -0.02, "sdpo": 0.03, "tailorpo": 0.0}  # mean effect on the score
+
+
+def build(db: Path, n_prompts: int, n_seeds: int) -> Store:
+    """A store with len(METHODS) x n_prompts x n_seeds images and len(REWARDS) scores each."""
+    want = len(METHODS) * n_prompts * n_seeds * len(REWARDS)
+    if db.is_file():
+        store = Store(db)
+        if store.counts()["scores"] == want:
+            return store
+        db.unlink()
+    store = Store(db)
+    runs = ", ".join(f"('{m}', '{m}', 'big-model', 'k', 'cfg{m}', 'done', {'NULL' if m == 'base' else 10.0}, "
+                     "50.0, 5.0)" for m in METHODS)
+    shifts = ", ".join(f"('{m}', {s})" for m, s in SHIFT.items())
+    rewards = ", ".join(f"('{r}')" for r in REWARDS)
+    with duckdb.connect(str(db)) as con:
+        con.execute(f"INSERT INTO runs (run_id, method, model, sampler_key, config_hash, status, train_s, sample_s, "
+                    f"score_s) VALUES {runs}")
+        con.execute("""
+            INSERT INTO prompts
+            SELECT 'big', 'p' || lpad(i::VARCHAR, 6, '0'), 'prompt number ' || i, 'cat' || (i % 10),
+                   '{"colour": "c' || (i % 6) || '", "size": "s' || (i % 3) || '"}'
+            FROM range($n) t(i)""", {"n": n_prompts})
+        con.execute("""
+            INSERT INTO images (image_id, run_id, suite, prompt_id, prompt, seed, path, sha256, width, height)
+            SELECT m.method || '/' || p.i || '/' || s.seed, m.method, 'big', 'p' || lpad(p.i::VARCHAR, 6, '0'),
+                   'prompt number ' || p.i, s.seed, 'images/missing/' || m.method || '_' || p.i || '_' || s.seed
+                   || '.png', '', 64, 64
+            FROM (SELECT unnest($methods) AS method) m, range($n) p(i), range($k) s(seed)""",
+                    {"methods": list(METHODS), "n": n_prompts, "k": n_seeds})
+        # A score is a prompt effect + a seed effect + the method's shift + noise, all from hashes:
+        # deterministic, and correlated within a prompt as real scores are.
+        con.execute(f"""
+            INSERT INTO scores (image_id, reward, reward_version, value)
+            SELECT i.image_id, r.reward, 'v1',
+                   (hash(r.reward || i.prompt_id) % 1000) / 1000.0 + (hash(i.seed) % 100) / 1000.0
+                   + sh.shift + (hash(i.image_id || r.reward) % 1000) / 4000.0
+            FROM images i, (VALUES {rewards}) r(reward), (VALUES {shifts}) sh(method, shift)
+            WHERE sh.method = i.run_id""")
+    return store
+
+
+def time_report(db: Path, fmt: str, out: Path) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of the child, bytes written) for one `bench report` process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "bench", "report", "--db", str(db), "--format", fmt, "--out", str(out)],
+                   check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, out.stat().st_size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=10_000)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/bench_report_scale"))
+    parser.add_argument("--formats", default="md,json,html,csv")
+    args = parser.parse_args()
+    db = args.dir / "bench.duckdb"
+    start = time.perf_counter()
+    store = build(db, args.prompts, args.seeds)
+    counts = store.counts()
+    print(f"store {db}: {counts['runs']} runs, {counts['prompts']} prompts, {counts['images']} images, "
+          f"{counts['scores']} scores (ready in {time.perf_counter() - start:.1f} s)")
+    load = os.getloadavg()[0]
+    print(f"load average {load:.1f} on {os.cpu_count()} cores (other work inflates wall time; CPU s does not grow "
+          f"with it)")
+    print(f"\n| format | wall s | CPU s | output bytes | under 10 s |\n|---|---:|---:|---:|---|")
+    for fmt in args.formats.split(","):
+        wall, cpu, size = time_report(db, fmt, args.dir / "reports" / f"report.{fmt}")
+        print(f"| {fmt} | {wall:.2f} | {cpu:.2f} | {size} | {'yes' if wall < 10 else 'NO'} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
