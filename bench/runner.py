@@ -12,13 +12,20 @@ killed at any point (kill -9) resumes where it stopped:
 Images depend only on (method artifact, prompt, seed), never on batch composition, so a resumed
 run stores exactly the rows an uninterrupted one would. Sampling and scoring work on lists of
 (prompt, seed) keys; sharding them over processes with one writer only splits those lists.
+
+Several processes (``accelerate launch -m bench run``, bench/distributed.py): only the main
+process opens the store; it lists the work and broadcasts it, every process trains on its rows of
+each batch, samples and scores its share and writes its PNG files, and the main process commits
+the rows of each round in one transaction. A killed launch resumes like a killed single process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import math
 import shutil
 import time
 import traceback
@@ -26,13 +33,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 import torch
 
 import metrics
 from bench import plan as planning
 from bench.config import git_sha, versions
+from bench.distributed import ONE, ProcessFailed, Processes
 from bench.models import load_pipeline
-from bench.store import Store
+from bench.store import Store, StoreError
 from bench.training import TrainingInputs
 from methods.core import diffusion
 
@@ -52,24 +61,31 @@ def artifact_dir(results_dir: Path, spec: planning.RunSpec) -> Path:
 
 
 class Runner:
-    def __init__(self, plan: planning.Plan, progress: Progress, log: Callable[[str], None]):
-        self.plan, self.progress, self.log = plan, progress, log
-        self.store = Store(plan.db)
+    def __init__(self, plan: planning.Plan, progress: Progress, log: Callable[[str], None], procs: Processes = ONE):
+        self.plan, self.procs = plan, procs
+        # Only the main process reports, and only it opens the store (DuckDB takes one writer).
+        self.progress: Progress = progress if procs.is_main else (lambda name, done, total: None)
+        self.log: Callable[[str], None] = log if procs.is_main else (lambda message: None)
+        self.store = Store(plan.db) if procs.is_main else None
         self.results = plan.results_dir
         self.failures: dict[str, str] = {}
         self._pipe: Any = None
-        self._model_folder: Path | None = None
-        self.inputs = TrainingInputs(plan, self.pipe, self.world_folder, progress)
+        self._world: list[Path | None] = []  # the tiny world's folder, once ensured
+        self.inputs = TrainingInputs(plan, self.pipe, self.world_folder, self.progress, procs)
 
     # -- shared resources, loaded once and only when needed ---------------------------------------
 
     def world_folder(self) -> Path | None:
-        preset = self.plan.runs[0].model.tiny_preset
-        if preset is None:
-            return None
-        from bench.tiny import prepare
+        if not self._world:
+            preset = self.plan.runs[0].model.tiny_preset
+            if preset is None:
+                self._world.append(None)
+            else:
+                from bench.tiny import prepare
 
-        return prepare.ensure(self.results, preset, self.progress, self.log)
+                with self.procs.main_first():  # built by the main process, then verified by all
+                    self._world.append(prepare.ensure(self.results, preset, self.progress, self.log))
+        return self._world[0]
 
     def pipe(self) -> Any:
         if self._pipe is None:
@@ -85,80 +101,119 @@ class Runner:
     # -- phases ----------------------------------------------------------------------------------
 
     def execute(self) -> int:
-        for spec in self.plan.runs:
-            self.store.begin_run({
-                "run_id": spec.run_id, "method": spec.method, "model": spec.model.name,
-                "model_revision": spec.model_revision, "config_json": spec.config_json,
-                "config_hash": spec.run_id.rsplit("-", 1)[-1], "artifact_hash": spec.artifact_hash,
-                "sampler_key": spec.sampler_key, "versions_json": json.dumps(versions(), sort_keys=True),
-                "git_sha": git_sha()})
-        self.store.add_prompts(self.plan.suite.name, [
-            {"prompt_id": p.prompt_id, "prompt": p.text, "category": p.category, "meta_json": json.dumps(p.meta)}
-            for p in self.plan.suite.prompts])
+        if self.store is not None:
+            for spec in self.plan.runs:
+                self.store.begin_run({
+                    "run_id": spec.run_id, "method": spec.method, "model": spec.model.name,
+                    "model_revision": spec.model_revision, "config_json": spec.config_json,
+                    "config_hash": spec.run_id.rsplit("-", 1)[-1], "artifact_hash": spec.artifact_hash,
+                    "sampler_key": spec.sampler_key, "versions_json": json.dumps(versions(), sort_keys=True),
+                    "git_sha": git_sha()})
+            self.store.add_prompts(self.plan.suite.name, [
+                {"prompt_id": p.prompt_id, "prompt": p.text, "category": p.category, "meta_json": json.dumps(p.meta)}
+                for p in self.plan.suite.prompts])
         for spec in self.plan.runs:
             self._guarded(spec, self.train, spec)
         for spec in self.plan.runs:
             if spec.sample and spec.run_id not in self.failures:
                 self._guarded(spec, self.sample, spec)
         self.score()
-        for spec in self.plan.runs:
-            if spec.run_id not in self.failures:
-                self.store.finish_run(spec.run_id, "done")
+        if self.store is not None:
+            for spec in self.plan.runs:
+                if spec.run_id not in self.failures:
+                    self.store.finish_run(spec.run_id, "done")
         return 1 if self.failures else 0
 
     def _guarded(self, spec: planning.RunSpec, fn: Callable, *args: Any) -> None:
+        error = None
         try:
             fn(*args)
         except Exception as e:  # noqa: BLE001 - record the failing run, go on with the others
-            message = f"{type(e).__name__}: {e}"
-            self.failures[spec.run_id] = message
-            self.store.finish_run(spec.run_id, "failed", message + "\n" + traceback.format_exc(limit=8))
-            self.log(f"[red]run {spec.run_id} failed:[/red] {message}")
+            error = (f"{type(e).__name__}: {e}", traceback.format_exc(limit=8), isinstance(e, ProcessFailed))
+        if self.procs.world > 1:  # every process learns of every failure; the original error is recorded
+            errors = sorted((e for e in self.procs.all_gather(error, status=True) if e), key=lambda e: e[2])
+            error = errors[0] if errors else None
+        if error is None:
+            return
+        message, trace, _ = error
+        self.failures[spec.run_id] = message
+        if self.store is not None:
+            self.store.finish_run(spec.run_id, "failed", message + "\n" + trace)
+        self.log(f"[red]run {spec.run_id} failed:[/red] {message}")
 
     def train(self, spec: planning.RunSpec) -> None:
         if not spec.cls.trains:
             return
         out = artifact_dir(self.results, spec)
-        if out.is_dir():
-            return
         tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+
+        def begin() -> bool:
+            if out.is_dir():
+                return False
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            return True
+
+        if not self.procs.on_main(begin):
+            return
         method = spec.cls(spec.cfg)
         start = time.perf_counter()
-        ctx = self.inputs.context(spec, tmp, self.artifacts,
-                                  log=lambda step, values: self.store.add_train_log(
-                                      spec.artifact_hash, spec.method, step, values))
-        method.train(ctx)
-        (tmp / "method_config.json").write_text(json.dumps(spec.config, indent=1, sort_keys=True, default=str))
-        tmp.rename(out)
-        self.store.add_phase_time(spec.run_id, "train", time.perf_counter() - start)
+        log = TrainLog(self.store, spec)
+        ctx = self.inputs.context(spec, tmp, self.artifacts, log=log)
+
+        def finish() -> None:
+            log.flush()
+            (tmp / "method_config.json").write_text(json.dumps(spec.config, indent=1, sort_keys=True, default=str))
+            tmp.rename(out)
+            self.store.add_phase_time(spec.run_id, "train", time.perf_counter() - start)
+
+        try:
+            method.train(ctx)
+        except Exception:
+            log.flush()  # the steps before the failure, as they would have been logged
+            raise
+        self.procs.on_main(finish)
 
     def sample(self, spec: planning.RunSpec) -> None:
         suite = self.plan.suite
-        stored = self.store.query("SELECT prompt_id, seed, path FROM images WHERE run_id = ? AND suite = ?",
-                                  [spec.run_id, suite.name])
-        # A row whose file was deleted is drawn again: same key, same pixels, same file name.
-        have = {(r.prompt_id, r.seed) for r in stored.itertuples() if (self.results / r.path).is_file()}
-        todo = [(p, s) for p in suite.prompts for s in self.plan.seeds if (p.prompt_id, s) not in have]
-        if not todo:
+
+        def missing() -> list[tuple[str, int]]:
+            stored = self.store.query("SELECT prompt_id, seed, path FROM images WHERE run_id = ? AND suite = ?",
+                                      [spec.run_id, suite.name])
+            # A row whose file was deleted is drawn again: same key, same pixels, same file name.
+            have = {(r.prompt_id, r.seed) for r in stored.itertuples() if (self.results / r.path).is_file()}
+            return [(p.prompt_id, s) for p in suite.prompts for s in self.plan.seeds if (p.prompt_id, s) not in have]
+
+        keys = self.procs.on_main(missing)
+        if not keys:
             return
+        prompts = {p.prompt_id: p for p in suite.prompts}
+        todo = [(prompts[pid], s) for pid, s in keys]
         pipe = self.pipe()
         artifact = artifact_dir(self.results, spec) if spec.cls.trains else None
         denoise = spec.cls(spec.cfg).denoiser(pipe, artifact, self.artifacts)
         image_dir = self.results / "images"
         image_dir.mkdir(parents=True, exist_ok=True)
+        # What a killed multi-process launch left half-written (process-named: see _write_png).
+        self.procs.on_main(lambda: [f.unlink(missing_ok=True) for f in image_dir.glob("*/*.png.*.tmp")])
         batch = spec.sampler.batch
+        mine = self.procs.shard(todo)
         start = time.perf_counter()
-        for i in range(0, len(todo), batch):
-            chunk = todo[i:i + batch]
-            seeds = [diffusion.seed_for(suite.name, p.prompt_id, s) for p, s in chunk]
-            images = diffusion.generate(pipe, denoise, [p.text for p, _ in chunk], seeds, spec.sampler.steps,
-                                        spec.sampler.name)
-            rows = [self._write_png(spec, p, s, im) for (p, s), im in zip(chunk, diffusion.to_pil(images))]
-            self.store.add_images(rows)
-            self.progress(f"sample {spec.method}", i + len(chunk), len(todo))
-        self.store.add_phase_time(spec.run_id, "sample", time.perf_counter() - start)
+        done = 0
+        for i in range(0, math.ceil(len(todo) / self.procs.world), batch):  # the largest share's batches
+            chunk = mine[i:i + batch]
+            rows = self.procs.exchange(lambda: self._draw(spec, pipe, denoise, chunk) if chunk else [])
+            done += len(rows)
+            self.procs.on_main(lambda: (self.store.add_images(rows),
+                                        self.progress(f"sample {spec.method}", done, len(todo))))
+        self.procs.on_main(lambda: self.store.add_phase_time(spec.run_id, "sample", time.perf_counter() - start))
+
+    def _draw(self, spec: planning.RunSpec, pipe: Any, denoise: Any, chunk: list) -> list[dict[str, Any]]:
+        suite = self.plan.suite
+        seeds = [diffusion.seed_for(suite.name, p.prompt_id, s) for p, s in chunk]
+        images = diffusion.generate(pipe, denoise, [p.text for p, _ in chunk], seeds, spec.sampler.steps,
+                                    spec.sampler.name)
+        return [self._write_png(spec, p, s, im) for (p, s), im in zip(chunk, diffusion.to_pil(images))]
 
     def _write_png(self, spec: planning.RunSpec, prompt, seed: int, image) -> dict[str, Any]:
         buf = io.BytesIO()
@@ -168,7 +223,8 @@ class Runner:
         path = self.results / "images" / digest[:2] / f"{digest}.png"
         if not path.exists():
             path.parent.mkdir(exist_ok=True)
-            tmp = path.with_suffix(".png.tmp")
+            # Two processes may draw identical pixels (a degenerate model): each writes its own file.
+            tmp = path.with_suffix(".png.tmp" if self.procs.world == 1 else f".png.{self.procs.rank}.tmp")
             tmp.write_bytes(data)
             tmp.rename(path)
         return {"image_id": image_id(spec.run_id, self.plan.suite.name, prompt.prompt_id, seed),
@@ -180,28 +236,40 @@ class Runner:
         runs = [r for r in self.plan.runs if r.sample and r.run_id not in self.failures]
         for rid in self.plan.rewards:
             weights = planning.reward_weights(self.plan, rid)
-            if weights is not None and not weights.exists():
-                self.inputs.ensure_reward_weights(rid)
+            with self.procs.main_first():
+                if weights is not None and not weights.exists():
+                    self.inputs.ensure_reward_weights(rid)
             reward = metrics.get(rid)(weights, self.plan.device)
             for spec in runs:
                 if spec.run_id not in self.failures:
                     self._guarded(spec, self._score_run, spec, reward)
 
     def _score_run(self, spec: planning.RunSpec, reward) -> None:
-        todo = self.store.images_without_score(reward.id, reward.version, [spec.run_id])
-        if todo.empty:
+        def missing() -> list[tuple[str, str, str, str]]:
+            todo = self.store.images_without_score(reward.id, reward.version, [spec.run_id])
+            return list(zip(todo.image_id, todo.path, todo.sha256, todo.prompt)) if not todo.empty else []
+
+        todo = self.procs.on_main(missing)
+        if not todo:
             return
         if not getattr(reward, "_loaded", False):
             reward.load()
             reward._loaded = True
+        mine = self.procs.shard(todo)
         start = time.perf_counter()
-        for i in range(0, len(todo), 256):
-            chunk = todo.iloc[i:i + 256]
-            images = [self._read_png(row.path, row.sha256) for row in chunk.itertuples()]
-            values = reward.score(images, list(chunk.prompt))
-            self.store.add_scores([(iid, reward.id, reward.version, float(v)) for iid, v in zip(chunk.image_id, values)])
-            self.progress(f"score {reward.id} {spec.method}", i + len(chunk), len(todo))
-        self.store.add_phase_time(spec.run_id, "score", time.perf_counter() - start)
+        done = 0
+        for i in range(0, math.ceil(len(todo) / self.procs.world), 256):  # the largest share's chunks
+            chunk = mine[i:i + 256]
+            rows = self.procs.exchange(lambda: self._score_chunk(reward, chunk) if chunk else [])
+            done += len(rows)
+            self.procs.on_main(lambda: (self.store.add_scores(rows),
+                                        self.progress(f"score {reward.id} {spec.method}", done, len(todo))))
+        self.procs.on_main(lambda: self.store.add_phase_time(spec.run_id, "score", time.perf_counter() - start))
+
+    def _score_chunk(self, reward, chunk: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, float]]:
+        images = [self._read_png(path, sha256) for _, path, sha256, _ in chunk]
+        values = reward.score(images, [prompt for *_, prompt in chunk])
+        return [(iid, reward.id, reward.version, float(v)) for (iid, *_), v in zip(chunk, values)]
 
     def _read_png(self, rel_path: str, sha256: str):
         from PIL import Image
@@ -217,6 +285,44 @@ class Runner:
         return Image.open(io.BytesIO(data)).convert("RGB")
 
 
-def execute(plan: planning.Plan, progress: Progress, log: Callable[[str], None]) -> int:
+class TrainLog:
+    """``ctx.log`` for ``bench run``: checks each step's values on every process (they log the same
+    ones, so a bad value fails them together) and writes them to the store from the main process,
+    every ``FLUSH_S`` seconds and at the end, in one transaction each.
+
+    Writing each step when it is logged opened the DuckDB file once per step, tens of milliseconds
+    (more than a tiny model's whole step). Rows held back are lost only with a killed run, whose
+    training starts again and logs the same rows.
+    """
+
+    FLUSH_S = 30.0
+
+    def __init__(self, store: Store | None, spec: planning.RunSpec):
+        self.store, self.spec = store, spec
+        self.rows: list[dict[str, Any]] = []
+        self.last = time.monotonic()
+
+    def __call__(self, step: int, values: dict[str, float]) -> None:
+        for name, value in values.items():  # as Store.add_train_log refuses them
+            if not math.isfinite(value):
+                raise StoreError(f"train_log {name} = {value} at step {step} of artifact {self.spec.artifact_hash}")
+        if self.store is None:
+            return
+        self.rows.extend({"artifact_hash": self.spec.artifact_hash, "method": self.spec.method, "step": int(step),
+                          "name": name, "value": float(value)} for name, value in values.items())
+        if time.monotonic() - self.last > self.FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.store is not None and self.rows:
+            # Store.add_train_log takes one step; these are many, in one INSERT (same table, same keys).
+            self.store._insert_frame("train_log", pd.DataFrame(self.rows))
+        self.rows, self.last = [], time.monotonic()
+
+
+def execute(plan: planning.Plan, progress: Progress, log: Callable[[str], None], procs: Processes = ONE) -> int:
+    """Run the plan; ``procs`` is this process's place in a multi-process launch (default: alone)."""
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    return Runner(plan, progress, log).execute()
+    if procs.device != plan.device and procs.world > 1:  # e.g. cuda -> this process's cuda:<local rank>
+        plan = dataclasses.replace(plan, device=procs.device)
+    return Runner(plan, progress, log, procs).execute()

@@ -3,6 +3,9 @@
 Preference pairs, captioned images, training prompts and the in-the-loop reward come from the tiny
 world for tiny models and from local files (``--set data.pickapic=DIR``) for real ones. Latents and
 text embeddings are computed once per (data, model) and cached under ``<results>/cache``.
+
+With several processes, the main process builds and caches each of these first, then the others
+load them; every process gets ``ctx.dist`` to split each training batch (methods/core/parallel.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 import metrics
 from bench import plan as planning
 from bench import prefdata
+from bench.distributed import ONE, Processes
 from methods.core import diffusion
 from methods.core.api import ImageData, PairData, TrainContext
 
@@ -23,8 +27,8 @@ Progress = Callable[[str, int, int], None]
 
 class TrainingInputs:
     def __init__(self, plan: planning.Plan, pipe: Callable[[], Any], world: Callable[[], Path | None],
-                 progress: Progress):
-        self.plan, self._pipe, self._world, self.progress = plan, pipe, world, progress
+                 progress: Progress, procs: Processes = ONE):
+        self.plan, self._pipe, self._world, self.progress, self.procs = plan, pipe, world, progress, procs
         self.cache = plan.results_dir / "cache"
         self._pairs: dict[bool, PairData] = {}
         self._images: ImageData | None = None
@@ -44,28 +48,32 @@ class TrainingInputs:
 
     def pairs(self, keep_ties: bool = False) -> PairData:
         if keep_ties not in self._pairs:
-            raw = prefdata.read_pickapic(self._pickapic_source(), keep_ties=keep_ties)
-            pipe = self._pipe()
-            self._pairs[keep_ties] = prefdata.encode_pairs(pipe, raw, self.plan.device, diffusion.resolution(pipe),
-                                                           self.cache)
+            with self.procs.main_first():  # one process writes the data and its cache
+                raw = prefdata.read_pickapic(self._pickapic_source(), keep_ties=keep_ties)
+                pipe = self._pipe()
+                self._pairs[keep_ties] = prefdata.encode_pairs(pipe, raw, self.plan.device,
+                                                               diffusion.resolution(pipe), self.cache)
         return self._pairs[keep_ties]
 
     def images(self) -> ImageData:
         if self._images is None:
-            world = self._world()
-            if world is not None:
-                from bench.tiny import data
-
-                source = data.ensure_captioned(world)
-            elif self.plan.data.captioned:
-                source = Path(self.plan.data.captioned)
-            else:
-                raise ValueError("this method trains on captioned images: pass --set data.captioned=PARQUET")
-            raw = prefdata.read_captioned(source)
-            pipe = self._pipe()
-            self._images = prefdata.encode_images_data(pipe, raw, self.plan.device, diffusion.resolution(pipe),
-                                                       self.cache)
+            with self.procs.main_first():  # one process writes the data and its cache
+                self._images = self._load_images()
         return self._images
+
+    def _load_images(self) -> ImageData:
+        world = self._world()
+        if world is not None:
+            from bench.tiny import data
+
+            source = data.ensure_captioned(world)
+        elif self.plan.data.captioned:
+            source = Path(self.plan.data.captioned)
+        else:
+            raise ValueError("this method trains on captioned images: pass --set data.captioned=PARQUET")
+        raw = prefdata.read_captioned(source)
+        pipe = self._pipe()
+        return prefdata.encode_images_data(pipe, raw, self.plan.device, diffusion.resolution(pipe), self.cache)
 
     def prompts(self) -> list[str]:
         if self._world() is not None:
@@ -85,7 +93,8 @@ class TrainingInputs:
     def reward(self) -> Callable[[list, list[str]], torch.Tensor]:
         """The in-the-loop reward model: tiny-pickscore in the tiny world (never the oracle)."""
         rid = "tiny-pickscore" if self._world() is not None else "pickscore"
-        self.ensure_reward_weights(rid)
+        with self.procs.main_first():  # the tiny world's reward is trained on first use
+            self.ensure_reward_weights(rid)
         return metrics.get(rid)(planning.reward_weights(self.plan, rid), self.plan.device).load()
 
     def context(self, spec: planning.RunSpec, out_dir: Path, artifacts: Callable[[str], Path],
@@ -95,4 +104,5 @@ class TrainingInputs:
             pipe=self._pipe(), device=torch.device(self.plan.device), dtype=torch.float32, out_dir=out_dir,
             seed=int(getattr(spec.cfg, "seed", 0)), pairs=lambda: self.pairs(keep_ties), images=self.images,
             prompts=self.prompts, reward=self.reward, log=log,
-            progress=lambda done, total: self.progress(f"train {spec.method}", done, total), artifacts=artifacts)
+            progress=lambda done, total: self.progress(f"train {spec.method}", done, total), artifacts=artifacts,
+            dist=self.procs.data_parallel())

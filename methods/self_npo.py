@@ -182,7 +182,7 @@ class SelfNPO(Method):
     Config = SelfNPOConfig
     trains = True
     defaults = {
-        # tuned on tiny-train; see bench/tiny (placeholders: a tiny UNet needs a larger lr to move at all)
+        # tiny world: lr 10x the official one (a tiny UNet barely moves at 1e-6); 5e-5 was no better.
         "tiny": {"guidance_scale": 5.0, "lr": 1e-5, "steps": 200, "batch_size": 16, "weight_decay": 1e-3},
         # Self-NPO/train.sh: lr 1e-6 constant, wd 1e-3, batch 20, 1000 steps, w = −1 (train.py);
         # guidance 7.5 as Diffusion-NPO's gen.py; micro-batch is a memory choice, not the code's.
@@ -198,7 +198,9 @@ class SelfNPO(Method):
         from methods.core.diffusion import encode_uncond, train_scheduler
         from methods.core.pairs import index_batches, make_optimizer, save_unet
 
-        cfg, device, pipe = self.cfg, ctx.device, ctx.pipe
+        cfg, device, pipe, dist = self.cfg, ctx.device, ctx.pipe, ctx.dist
+        micro = cfg.micro_batch or cfg.batch_size
+        dist.check_split([micro, cfg.batch_size % micro], "batch_size / micro_batch")
         data = ctx.images()
         if len(data) == 0:
             raise ValueError("self_npo trains on captioned images: ctx.images() is empty")
@@ -222,21 +224,22 @@ class SelfNPO(Method):
         scaler = torch.amp.GradScaler(device.type, enabled=ctx.dtype == torch.float16)
         uncond = encode_uncond(pipe, 1, device)
         batches = index_batches(len(data), cfg.batch_size, gen)
-        micro = cfg.micro_batch or cfg.batch_size
         for step in range(1, cfg.steps + 1):
             idx = next(batches)
             opt.zero_grad(set_to_none=True)
             logs: dict[str, float] = {}
             for lo in range(0, cfg.batch_size, micro):
-                part = idx[lo:lo + micro]
+                n = min(micro, cfg.batch_size - lo)  # images in this micro-batch, over all processes
+                part = idx[lo:lo + n][dist.rows(n)]  # this process's rows (methods/core/parallel.py)
                 x0, cond = data.latents[part].to(device, torch.float32), data.cond.index(part).to(device)
-                weight = len(part) / cfg.batch_size  # micro-batches average to the full-batch mean
-                with torch.autocast(device.type, dtype=ctx.dtype, enabled=amp):
+                weight = n / cfg.batch_size  # micro-batches average to the full-batch mean
+                with torch.autocast(device.type, dtype=ctx.dtype, enabled=amp), dist.draws(gen, n):
                     loss, part_logs = self._loss(student, teacher, x0, cond, uncond.repeat(len(part)), abar, grid,
-                                                 kind, gen)
+                                                 kind, gen, lambda v: dist.gather(v, n))
                 scaler.scale(loss * weight).backward()
                 for key, v in {"loss": float(loss.detach()), **part_logs}.items():
                     logs[key] = logs.get(key, 0.0) + weight * v
+            dist.sum_grads(params)
             scaler.unscale_(opt)
             logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
             logs["lr"] = opt.param_groups[0]["lr"]
@@ -247,11 +250,16 @@ class SelfNPO(Method):
                 raise FloatingPointError(f"loss is {logs['loss']} at step {step}")
             ctx.log(step, logs)
             ctx.progress(step, cfg.steps)
-        save_unet(student.eval(), pipe, Path(ctx.out_dir), lora=False)
+        if dist.is_main:  # every process holds the same weights
+            save_unet(student.eval(), pipe, Path(ctx.out_dir), lora=False)
 
     def _loss(self, student: Any, teacher: Any, x0: torch.Tensor, cond: Cond, uncond: Cond, abar: torch.Tensor,
-              grid: torch.Tensor, kind: str, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        """One micro-batch: teacher target from real latents, student regression from a noisier x_s."""
+              grid: torch.Tensor, kind: str, gen: torch.Generator,
+              gather: Callable[[torch.Tensor], torch.Tensor] = lambda v: v) -> tuple[torch.Tensor, dict[str, float]]:
+        """One micro-batch: teacher target from real latents, student regression from a noisier x_s.
+
+        ``gather``: all processes' rows of a per-row tensor, so loss and logs cover the whole micro-batch.
+        """
         b, dev = x0.shape[0], x0.device
         k = torch.randint(0, len(grid), (b,), generator=gen).to(dev)
         noise = torch.randn(x0.shape, generator=gen).to(dev)
@@ -262,9 +270,9 @@ class SelfNPO(Method):
         s = student_timesteps(t, len(abar), torch.rand(b, generator=gen).to(dev))
         x_s = forward_transition(x_t, _col(abar[t]), _col(abar[s]), torch.randn(x0.shape, generator=gen).to(dev))
         pred = ddim_x0(unet_eps(student, x_s, s, cond).float(), x_s, _col(abar[s]), kind)
-        loss = pseudo_huber(pred, target, self.cfg.huber_c)
-        return loss, {"t_start": float(grid[k].float().mean()), "t_target": float(t.float().mean()),
-                      "s": float(s.float().mean())}
+        loss = pseudo_huber(gather(pred), gather(target), self.cfg.huber_c)
+        return loss, {"t_start": float(gather(grid[k].float()).mean()), "t_target": float(gather(t.float()).mean()),
+                      "s": float(gather(s.float()).mean())}
 
     def denoiser(self, pipe: Any, artifact: Path | None, artifacts: Callable[[str], Path]) -> Denoiser:
         from methods.core.diffusion import cfg_denoiser

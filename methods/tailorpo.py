@@ -168,8 +168,8 @@ class TailorPO(Method):
     Config = TailorPOConfig
     trains = True
     defaults = {
-        # tuned on tiny-train; see bench/tiny (placeholders)
-        "tiny": {"guidance_scale": 5.0, "lr": 1e-4, "steps": 200, "batch_size": 8, "rollout_steps": 10,
+        # tiny world: lr 1e-4 did not move the LoRA in 200 steps (oracle win 0.49); 1e-3 did (0.62).
+        "tiny": {"guidance_scale": 5.0, "lr": 1e-3, "steps": 200, "batch_size": 8, "rollout_steps": 10,
                  "train_guidance_scale": 5.0},
         # SPO's SD1.5 basic_config as the template (TailorPO's own values are unpublished): LoRA r4,
         # lr 6e-5, wd 1e-4, clip 1, 20 DDIM steps η 1, CFG 5, 10 prompts per batch, β 10. Sampling g = 7.5
@@ -188,7 +188,8 @@ class TailorPO(Method):
         from methods.core.pairs import (adapters_disabled, attach_lora, index_batches, make_optimizer, save_unet,
                                         warmup_schedule)
 
-        cfg, device, pipe = self.cfg, ctx.device, ctx.pipe
+        cfg, device, pipe, dist = self.cfg, ctx.device, ctx.pipe, ctx.dist
+        dist.check_split([cfg.batch_size], "batch_size")
         prompts = list(ctx.prompts())
         if not prompts:
             raise ValueError("tailorpo trains on prompts: ctx.prompts() is empty")
@@ -218,30 +219,39 @@ class TailorPO(Method):
             return cfg_denoiser(policy, policy, g)(x.float(), t, c.to(device, f32), u.to(device, f32))
 
         batches = index_batches(len(prompts), cfg.batch_size, gen)
+        n = cfg.batch_size
+        mine = dist.rows(n)  # this process's prompts of each batch (methods/core/parallel.py)
+
+        def gather(v: torch.Tensor) -> torch.Tensor:  # all processes' rows: the loss and logs see the batch
+            return dist.gather(v, n)
+
         for step in range(1, cfg.steps + 1):
-            texts = [prompts[i] for i in next(batches).tolist()]
+            texts = [prompts[i] for i in next(batches).tolist()][mine]
             cond = encode_prompts(pipe, texts, device).to(device, torch.float32)
             uncond = uncond1.repeat(len(texts)).to(device, torch.float32)
             k = int(torch.randint(n_k, (1,), generator=gen))
-            noise = torch.randn((len(texts), *shape), generator=gen)
-            with torch.no_grad(), torch.autocast(device.type, dtype=ctx.dtype, enabled=amp):
-                x_t = sample_latents(pipe, rollout, cond, uncond, noise, cfg.rollout_steps, sched, stop_after=k,
-                                     step_kwargs={"eta": cfg.eta, "generator": gen})
-                t = int(sched.timesteps[k])
-                t_prev = t - ratio
-                a_t = sched.alphas_cumprod[t].to(device)
-                a_prev = (sched.alphas_cumprod[t_prev] if t_prev >= 0 else sched.final_alpha_cumprod).to(device)
-                mean, std = transition(policy, x_t, t, cond, uncond, g, a_t, a_prev, cfg.eta, kind)
-            cands = mean + std * torch.randn((2, *x_t.shape), generator=gen).to(device)  # (2, B, C, h, w)
+            with dist.draws(gen, n):  # per-prompt noise of the rollout, drawn as one process would
+                noise = torch.randn((len(texts), *shape), generator=gen)
+                with torch.no_grad(), torch.autocast(device.type, dtype=ctx.dtype, enabled=amp):
+                    x_t = sample_latents(pipe, rollout, cond, uncond, noise, cfg.rollout_steps, sched, stop_after=k,
+                                         step_kwargs={"eta": cfg.eta, "generator": gen})
+                    t = int(sched.timesteps[k])
+                    t_prev = t - ratio
+                    a_t = sched.alphas_cumprod[t].to(device)
+                    a_prev = (sched.alphas_cumprod[t_prev] if t_prev >= 0 else sched.final_alpha_cumprod).to(device)
+                    mean, std = transition(policy, x_t, t, cond, uncond, g, a_t, a_prev, cfg.eta, kind)
+            cand_noise = torch.randn((2, n, *x_t.shape[1:]), generator=gen)[:, mine]
+            cands = mean + std * cand_noise.to(device)  # (2, B, C, h, w)
             with torch.autocast(device.type, dtype=ctx.dtype, enabled=amp):
                 x_w, x_l, logs = self._pair(policy, pipe.vae, score, cands, std, t_prev, a_prev, cond, uncond, texts,
-                                            kind)
+                                            kind, gather)
                 with torch.no_grad(), adapters_disabled(policy):
                     mean_ref, _ = transition(policy, x_t, t, cond, uncond, g, a_t, a_prev, cfg.eta, kind)
                 mean_theta, _ = transition(policy, x_t, t, cond, uncond, g, a_t, a_prev, cfg.eta, kind)
-            loss, _, acc = tailorpo_loss(x_w, x_l, mean_theta, mean_ref, std, cfg.beta)
+            loss, _, acc = tailorpo_loss(gather(x_w), gather(x_l), gather(mean_theta), gather(mean_ref), std, cfg.beta)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            dist.sum_grads(params)
             scaler.unscale_(opt)
             logs.update(loss=float(loss.detach()), implicit_acc=float(acc), t=float(t), lr=opt.param_groups[0]["lr"],
                         grad_norm=float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))
@@ -252,12 +262,17 @@ class TailorPO(Method):
                 raise FloatingPointError(f"loss is {logs['loss']} at step {step}")
             ctx.log(step, logs)
             ctx.progress(step, cfg.steps)
-        save_unet(policy.eval(), pipe, Path(ctx.out_dir), lora=True)
+        if dist.is_main:  # every process holds the same weights
+            save_unet(policy.eval(), pipe, Path(ctx.out_dir), lora=True)
 
     def _pair(self, policy: Any, vae: Any, score: RewardFn, cands: torch.Tensor, std: torch.Tensor, t_prev: int,
-              a_prev: torch.Tensor, cond: Cond, uncond: Cond, texts: list[str], kind: str
+              a_prev: torch.Tensor, cond: Cond, uncond: Cond, texts: list[str], kind: str,
+              gather: Callable[[torch.Tensor], torch.Tensor] = lambda v: v
               ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """Rank the two candidates by the step-wise reward (after TailorPO-G's move when enabled)."""
+        """Rank the two candidates by the step-wise reward (after TailorPO-G's move when enabled).
+
+        ``gather``: all processes' rows of a per-row tensor, so the logs cover the whole batch.
+        """
         cfg = self.cfg
         guide = cfg.gradient_guidance and cfg.guidance_eta > 0
 
@@ -273,10 +288,10 @@ class TailorPO(Method):
             _, _, first = rank_pair(cands, r)
             up = torch.where(first, 1.0, -1.0)  # +1 for the preliminary winner's row
             cands = guidance_step(cands, grad, std, cfg.guidance_eta, torch.stack([up, -up]))
-            logs["reward_gap_unguided"] = float((r[0] - r[1]).abs().mean())
+            logs["reward_gap_unguided"] = float(gather((r[0] - r[1]).abs()).mean())
             r, _ = rewards(cands, False)
         x_w, x_l, first = rank_pair(cands, r)
-        r_w, r_l = torch.where(first, r[0], r[1]), torch.where(first, r[1], r[0])
+        r_w, r_l = gather(torch.where(first, r[0], r[1])), gather(torch.where(first, r[1], r[0]))
         logs.update(reward_w=float(r_w.mean()), reward_l=float(r_l.mean()), reward_gap=float((r_w - r_l).mean()))
         return x_w.detach(), x_l.detach(), logs
 

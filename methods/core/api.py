@@ -21,6 +21,8 @@ from typing import Any, Callable, ClassVar, Protocol
 
 import torch
 
+from methods.core.parallel import DataParallel
+
 
 def sample_only(default: Any, **kwargs: Any) -> Any:
     """A config field that changes sampling but not training (kept out of the artifact hash)."""
@@ -125,6 +127,7 @@ class TrainContext:
     log: Callable[[int, dict[str, float]], None] = lambda step, values: None  # per-step training metrics
     progress: Callable[[int, int], None] = lambda done, total: None
     artifacts: Callable[[str], Path] = lambda method_id: Path()  # trained artifact of another method (stacking)
+    dist: DataParallel = field(default_factory=DataParallel)  # how a step's rows split over processes
 
 
 class Method:

@@ -7,6 +7,9 @@ A method supplies only its loss: ``loss_fn(errors: PairErrors) -> (loss, logs)``
 regresses something other than both images of a pair against a reference (e.g. SFT on one image of
 each pair), its own ``errors_fn``. ``PairTrainConfig`` holds the loop's fields.
 
+Several processes (``ctx.dist``, methods/core/parallel.py): each micro-batch's rows are split over
+them; the loss sees every process's errors gathered, so it is the single-process loss.
+
 Artifact layout in ``out_dir``: full fine-tune -> ``unet/`` (diffusers ``save_pretrained``,
 safetensors); LoRA -> ``lora/pytorch_lora_weights.safetensors`` (diffusers LoRA format, loadable by
 ``pipe.load_lora_weights``).
@@ -25,6 +28,7 @@ import torch
 
 from methods.core.api import Cond, MethodConfig, PairData, TrainContext
 from methods.core.diffusion import encode_prompts, per_sample_mse, sample_noise_and_timesteps, train_scheduler, unet_eps
+from methods.core.parallel import DataParallel
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]  # diffusers' DPO LoRA scripts
 
@@ -159,6 +163,21 @@ def noisy_and_target(scheduler: Any, latents: torch.Tensor, noise: torch.Tensor,
     raise ValueError(f"prediction_type {kind!r} not supported; available: epsilon, v_prediction")
 
 
+def gather_errors(dist: DataParallel, errors: Any, n: int) -> Any:
+    """The errors of all n rows of a micro-batch from each process's share (identity on one process)."""
+    if dist.world == 1:
+        return errors
+    if isinstance(errors, PairErrors):
+        def halves(x: torch.Tensor) -> torch.Tensor:  # (2b, ...) winners then losers, per process
+            return torch.cat([dist.gather(h, n) for h in x.chunk(2)])
+
+        return PairErrors(*(dist.gather(e, n) for e in errors[:4]), halves(errors.model_pred), halves(errors.target))
+    if isinstance(errors, torch.Tensor):
+        return dist.gather(errors, n)
+    raise TypeError(f"cannot gather errors of type {type(errors).__name__} over processes; "
+                    f"an errors_fn returns PairErrors or a (B,) tensor")
+
+
 def pair_errors(unet: Any, ref_unet: Any | None, batch: PairData, scheduler: Any,
                 generator: torch.Generator) -> PairErrors:
     """Policy and reference errors on one batch; ``ref_unet=None`` means ``unet`` with adapters disabled.
@@ -226,7 +245,9 @@ def train_pairs(ctx: TrainContext, cfg: Any, loss_fn: LossFn, errors_fn: ErrorsF
     ``errors_fn(policy, ref, batch, scheduler, generator)`` (default: ``pair_errors``; ``ref`` is None
     for LoRA, meaning the policy with adapters disabled). Returns the trained UNet.
     """
-    device, pipe = ctx.device, ctx.pipe
+    device, pipe, dist = ctx.device, ctx.pipe, ctx.dist
+    micro = cfg.micro_batch_pairs or cfg.batch_pairs
+    dist.check_split([micro, cfg.batch_pairs % micro], "batch_pairs / micro_batch_pairs")
     data = ctx.pairs() if cfg.keep_ties else drop_ties(ctx.pairs())
     gen = torch.Generator().manual_seed(cfg.seed)
     policy = copy.deepcopy(pipe.unet).to(device)
@@ -246,17 +267,19 @@ def train_pairs(ctx: TrainContext, cfg: Any, loss_fn: LossFn, errors_fn: ErrorsF
     noise_sched = train_scheduler(pipe)
     empty = encode_prompts(pipe, [""], device)  # the official dropout encodes the literal "" caption
     batches = iterate_pairs(data, cfg.batch_pairs, gen)
-    micro = cfg.micro_batch_pairs or cfg.batch_pairs
     for step in range(1, cfg.steps + 1):
-        batch = next(batches)
+        batch = next(batches)  # every process draws the whole batch and its dropout: same generator state
         batch.cond = prompt_dropout(batch.cond, empty, cfg.prompt_dropout, gen)
         opt.zero_grad(set_to_none=True)
         logs: dict[str, float] = {}
         for lo in range(0, cfg.batch_pairs, micro):
-            part = to_device(subset(batch, torch.arange(lo, min(lo + micro, cfg.batch_pairs))), device)
-            weight = len(part) / cfg.batch_pairs  # micro-batches average to the full-batch mean
-            with torch.autocast(device.type, dtype=ctx.dtype, enabled=amp):
+            n = min(micro, cfg.batch_pairs - lo)  # pairs in this micro-batch, over all processes
+            mine = dist.rows(n)
+            part = to_device(subset(batch, torch.arange(lo + mine.start, lo + mine.stop)), device)
+            weight = n / cfg.batch_pairs  # micro-batches average to the full-batch mean
+            with torch.autocast(device.type, dtype=ctx.dtype, enabled=amp), dist.draws(gen, n):
                 errors = errors_fn(policy, ref, part, noise_sched, gen)
+            errors = gather_errors(dist, errors, n)
             loss, part_logs = loss_fn(errors)
             scaler.scale(loss * weight).backward()
             if isinstance(errors, PairErrors):
@@ -265,6 +288,7 @@ def train_pairs(ctx: TrainContext, cfg: Any, loss_fn: LossFn, errors_fn: ErrorsF
             part_logs = {"loss": float(loss.detach()), **part_logs}
             for k, v in part_logs.items():
                 logs[k] = logs.get(k, 0.0) + weight * v
+        dist.sum_grads(params)
         scaler.unscale_(opt)
         logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
         logs["lr"] = opt.param_groups[0]["lr"]
@@ -276,7 +300,8 @@ def train_pairs(ctx: TrainContext, cfg: Any, loss_fn: LossFn, errors_fn: ErrorsF
         ctx.log(step, logs)
         ctx.progress(step, cfg.steps)
     policy.eval()
-    save_unet(policy, pipe, Path(ctx.out_dir), lora=cfg.lora_rank > 0)
+    if dist.is_main:  # every process holds the same weights
+        save_unet(policy, pipe, Path(ctx.out_dir), lora=cfg.lora_rank > 0)
     return policy
 
 
