@@ -55,8 +55,12 @@ def run(
     set_: Annotated[list[str], typer.Option("--set", help="Override a setting: method.field=value, "
                                              "sampler.steps=30, data.pickapic=DIR. Repeatable.")] = [],
     device: Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, or auto.")] = "auto",
+    processes: Annotated[int, typer.Option(help="Local processes, through accelerate's launcher (one per GPU; on "
+                                           "CPU they share the cores). Same as `accelerate launch --multi_gpu "
+                                           "--num_processes N -m bench run ...`.")] = 1,
 ) -> None:
     """Train what needs training, sample missing images, score them, and store everything."""
+    from bench import distributed
     from bench import plan as planning
     from bench import runner
 
@@ -65,17 +69,30 @@ def run(
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if processes < 1:
+            raise UsageError(f"--processes must be >= 1, got {processes}")
+        if processes > 1 and distributed.launched_world() > 1:
+            raise UsageError("--processes starts its own launch; under `accelerate launch` leave it out")
         the_plan = planning.make_plan(methods, model, suite, seeds, rewards, db, parse_sets(set_), device)
         planning.preflight(the_plan)
     except (UsageError, KeyError) as e:
         _fail_usage(e)
+    if processes > 1:  # checked here, run by the launched processes (whose main one reports)
+        args = [*(["--methods", methods] if methods else []), "--model", model, "--suite", suite, "--seeds", seeds,
+                *(["--rewards", rewards] if rewards else []), "--db", str(db), "--device", device,
+                *(a for s in set_ for a in ("--set", s))]
+        raise typer.Exit(distributed.launch(processes, args, device))
+    procs = distributed.Processes.from_env(device)
+    if not procs.is_main:  # the main process reports for all
+        raise typer.Exit(runner.execute(the_plan, lambda *a: None, lambda msg: None, procs))
     for note in the_plan.notes:
         console.print(f"note: {note}")
     console.print(f"plan: {len(the_plan.runs)} runs ({', '.join(r.method for r in the_plan.runs)}) on "
                   f"{the_plan.runs[0].model.name}, suite {the_plan.suite.name} ({len(the_plan.suite.prompts)} "
-                  f"prompts) x seeds {the_plan.seeds}, rewards {', '.join(the_plan.rewards)}, device {device}")
+                  f"prompts) x seeds {the_plan.seeds}, rewards {', '.join(the_plan.rewards)}, device {device}"
+                  + (f", {procs.world} processes" if procs.world > 1 else ""))
     with _progress() as progress:
-        code = runner.execute(the_plan, _Bars(progress), lambda msg: progress.console.print(msg))
+        code = runner.execute(the_plan, _Bars(progress), lambda msg: progress.console.print(msg), procs)
     if code:
         console.print("[bold red]some runs failed[/bold red]; their errors are in the runs table (status 'failed')")
     else:
@@ -87,30 +104,36 @@ def run(
 def report(
     format: Annotated[str, typer.Option("--format", help="md, html, json or csv.")] = "md",
     db: Annotated[Path, typer.Option(help="DuckDB file to read.")] = DEFAULT_DB,
-    out: Annotated[Optional[Path], typer.Option(help="Output file (default: reports/report.<ext>).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output file (default: reports/report.<ext>); md and html "
+                                                "put their charts and images in <name>_files/ beside it.")] = None,
     suite: Annotated[Optional[str], typer.Option(help="Only these suites (comma-separated).")] = None,
-    methods: Annotated[Optional[str], typer.Option(help="Only these methods (comma-separated).")] = None,
+    methods: Annotated[Optional[str], typer.Option(help="Only these methods (comma-separated); base is always "
+                                                   "shown.")] = None,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 1000,
 ) -> None:
-    """Win rates against base with bootstrap CIs, mean scores and costs, from the store only."""
-    from bench import report as reporting
+    """Win rates against base with bootstrap CIs, means, rankings, categories, costs, charts and image grids,
+    from the store only."""
+    from bench import report_doc
+    from bench.report import check_filters
     from bench.store import Store
 
-    formats = ["md", "json", "csv"] + (["html"] if hasattr(reporting, "render_html") else [])
     try:
-        parse_list(format, formats, "format")
+        if len(parse_list(format, list(report_doc.FORMATS), "format")) != 1:
+            raise UsageError(f"--format takes one of {', '.join(report_doc.FORMATS)}, got {format!r}")
         if not db.is_file():
             raise UsageError(f"no results store at {db}; run `bench run` first or pass --db")
         if resamples < 1000:
             raise UsageError("--resamples must be at least 1000")
-    except UsageError as e:
+        suites = [x.strip() for x in suite.split(",") if x.strip()] or None if suite else None
+        method_list = [x.strip() for x in methods.split(",") if x.strip()] or None if methods else None
+        store = Store(db)
+        check_filters(store, suites, method_list)
+    except (UsageError, ValueError) as e:  # StoreError, or an unknown suite or method: names what is stored
         _fail_usage(e)
-    store = Store(db)
-    rows = reporting.build(store, suites=suite.split(",") if suite else None,
-                           methods=methods.split(",") if methods else None, n_boot=resamples)
-    text = reporting.render(rows, reporting.provenance(store), format)
-    path = reporting.write(text, format, out, Path("reports"))
-    typer.echo(text)
+    path, text = report_doc.write(store, format, out, Path("reports"), suites=suites, methods=method_list,
+                                  n_boot=resamples)
+    if format != "html":  # a page of markup is no use on a terminal
+        typer.echo(text)
     console.print(f"written to {path}")
 
 
@@ -146,13 +169,13 @@ def prepare(
     import time
 
     from bench import models
-    from bench.tiny import prepare as tiny
+    from bench.tiny import data as tiny
 
     if what not in models.TINY_PRESETS:
         _fail_usage(UsageError(f"unknown target {what!r}; available: {', '.join(models.TINY_PRESETS)}"))
     start = time.perf_counter()
     with _progress() as progress:
-        folder = tiny.ensure(db.parent, models.TINY_PRESETS[what], _Bars(progress), progress.console.print)
+        folder = tiny.ensure_all(db.parent, models.TINY_PRESETS[what], _Bars(progress), progress.console.print)
     console.print(f"{what}: {folder} ({time.perf_counter() - start:.0f} s)")
 
 

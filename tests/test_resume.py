@@ -1,0 +1,94 @@
+"""A run killed with SIGKILL mid-way and started again ends with exactly the rows of an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.store import Store
+from bench.tiny import prepare
+
+ARGS = ["--model", "tiny-micro", "--methods", "dpo,npo", "--seeds", "0-1", "--set", "dpo.steps=4",
+        "--set", "npo.steps=4", "--set", "sampler.steps=2"]
+
+
+def _bench(db: Path) -> list[str]:
+    return [sys.executable, "-m", "bench", "run", "--db", str(db), *ARGS]
+
+
+def _world(results: Path, built: Path) -> None:
+    """Share one built micro world between the runs (building it is not what is tested)."""
+    target = prepare.world_dir(results, "micro")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(built, target)
+
+
+def _rows(db: Path) -> dict[str, list[tuple]]:
+    store = Store(db)
+    return {
+        "runs": sorted(map(tuple, store.query("SELECT run_id, method, config_hash, status FROM runs").values)),
+        "images": sorted(map(tuple, store.query("SELECT image_id, run_id, prompt_id, seed, sha256 FROM images").values)),
+        "scores": sorted(map(tuple, store.query("SELECT image_id, reward, reward_version, value FROM scores").values)),
+    }
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout_s: float = 1800) -> bool:
+    """SIGKILL the process group once ``ready()`` holds; False if the run finished first."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end and proc.poll() is None:
+        if ready():
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.05)
+    if proc.poll() is None:  # a stuck run, not a fast one: fail loudly rather than pass
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise TimeoutError(f"run neither reached the kill point nor finished in {timeout_s} s")
+    return False
+
+
+@pytest.fixture(scope="module")
+def built_micro_world(tmp_path_factory):
+    return prepare.ensure(tmp_path_factory.mktemp("world"), "micro", log=lambda m: None)
+
+
+@pytest.mark.slow
+def test_sigkill_at_several_points_then_resume_matches_uninterrupted(tmp_path, built_micro_world):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    reference = tmp_path / "reference" / "bench.duckdb"
+    _world(reference.parent, built_micro_world)
+    subprocess.run(_bench(reference), check=True, env=env, capture_output=True)
+
+    db = tmp_path / "killed" / "bench.duckdb"
+    _world(db.parent, built_micro_world)
+    images = db.parent / "images"
+    checkpoints = db.parent / "checkpoints"
+    # Kill during training, then while images are being written, then once scoring has started.
+    stages = [lambda: checkpoints.exists() and any(checkpoints.iterdir()),
+              lambda: images.exists() and sum(1 for _ in images.rglob("*.png")) >= 50,
+              lambda: images.exists() and sum(1 for _ in images.rglob("*.png")) >= 1000]
+    kills = 0
+    for ready in stages:
+        proc = subprocess.Popen(_bench(db), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        if _kill_when(proc, ready):
+            kills += 1
+        else:
+            break
+    assert kills >= 2, "the run finished before it could be killed twice"
+    done = subprocess.run(_bench(db), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    got, want = _rows(db), _rows(reference)
+    assert {k: len(v) for k, v in got.items()} == {k: len(v) for k, v in want.items()}
+    assert got["images"] == want["images"]  # same ids, same pixels (sha256)
+    assert got["scores"] == want["scores"]
+    assert [r[1:] for r in got["runs"]] == [r[1:] for r in want["runs"]]
+    assert not list(db.parent.rglob("*.tmp")), "a temporary file survived the resumed run"
