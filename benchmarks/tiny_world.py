@@ -23,13 +23,12 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from bench import models, suites
-from bench.config import SamplerConfig
 from bench.tiny import data, prepare, pretrain, world
-from methods import get as get_method
 from methods.core import diffusion
 from metrics import fidelity, oracle, tiny_pickscore
 
@@ -48,7 +47,8 @@ def _override(p: pretrain.Preset, assignments: list[str]) -> pretrain.Preset:
     return dataclasses.replace(p, **changes, name=p.name + ("-variant" if changes else ""))
 
 
-def build(results: Path, p: pretrain.Preset) -> tuple[Path, dict[str, float]]:
+def build(results: Path, p: pretrain.Preset) -> tuple[Path, Any, dict[str, float]]:
+    """The world's folder, its loaded pipeline, and the seconds each preparation stage took."""
     folder = results / "models" / f"tiny-{p.name}-{prepare.preset_hash(p)}"
     times: dict[str, float] = {}
     if not folder.exists():
@@ -61,29 +61,20 @@ def build(results: Path, p: pretrain.Preset) -> tuple[Path, dict[str, float]]:
         t = time.perf_counter()
         make()
         times[name] = time.perf_counter() - t
-    return folder, times
+    return folder, pipe, times
 
 
-def sample_eval(folder: Path, seeds: int, batch: int = 256) -> tuple[torch.Tensor, list[str]]:
-    """Base images for every tiny-eval prompt and seeds 0..seeds-1, ordered (prompt, seed)."""
-    pipe = models.load_pipeline(folder / "pipeline")
-    g = get_method("base").defaults["tiny"]["guidance_scale"]
+def sample_eval(pipe: Any, seeds: int) -> tuple[torch.Tensor, list[str]]:
+    """Base images for every tiny-eval prompt and seeds 0..seeds-1, ordered (prompt, seed), seeded as
+    ``bench run`` seeds them, with the base method's sampler (bench/tiny/data.py)."""
     suite = suites.load("tiny-eval")
-    prompts = [p.text for p in suite.prompts]
     keys = [(p, s) for p in suite.prompts for s in range(seeds)]
-    denoise = diffusion.cfg_denoiser(pipe.unet, pipe.unet, g)
-    sampler = SamplerConfig(name="ddim", steps=20, batch=batch)
-    out = []
-    for i in range(0, len(keys), batch):
-        chunk = keys[i:i + batch]
-        out.append(diffusion.generate(pipe, denoise, [p.text for p, _ in chunk],
-                                      [diffusion.seed_for(suite.name, p.prompt_id, s) for p, s in chunk],
-                                      sampler.steps, sampler.name))
-    return torch.cat(out), prompts
+    images = data.sample_base(pipe, [p.text for p, _ in keys],
+                              [diffusion.seed_for(suite.name, p.prompt_id, s) for p, s in keys])
+    return images, [p.text for p in suite.prompts]
 
 
-def faithful(folder: Path, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
-    scorer = fidelity.Fidelity(folder / "rewards" / "fidelity").load()
+def faithful(scorer: fidelity.Fidelity, images: torch.Tensor, captions: list[str]) -> torch.Tensor:
     s, c = fidelity.predict(scorer.net, images)
     want = torch.tensor([scorer._target(t) for t in captions])
     return ((s == want[:, 0]) & (c == want[:, 1])).float()
@@ -100,13 +91,12 @@ def headroom(u: torch.Tensor, ok: torch.Tensor, n_best: int = 8) -> dict[str, fl
             "gated_best_of_8_wins": float((gated[:, None] - indep >= half_std).float().mean())}
 
 
-def vae_fidelity(folder: Path, per_caption: int = 4) -> float:
-    pipe = models.load_pipeline(folder / "pipeline")
+def vae_fidelity(pipe: Any, scorer: fidelity.Fidelity, per_caption: int = 4) -> float:
     _, evals = world.split_captions()
     images, idx = world.render_dataset(evals, per_caption, seed=99)
     with torch.no_grad():
         rec = diffusion.decode_latents(pipe.vae, diffusion.encode_images(pipe.vae, images * 2 - 1))
-    return float(faithful(folder, rec, [evals[i].text for i in idx]).mean())
+    return float(faithful(scorer, rec, [evals[i].text for i in idx]).mean())
 
 
 def _pickscore_meta(folder: Path) -> dict:
@@ -122,12 +112,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     p = _override(prepare.preset(args.preset), args.set)
-    folder, times = build(args.results, p)
+    folder, pipe, times = build(args.results, p)
+    scorer = fidelity.Fidelity(folder / "rewards" / "fidelity").load()
     t = time.perf_counter()
-    images, prompts = sample_eval(folder, args.seeds)
+    images, prompts = sample_eval(pipe, args.seeds)
     sample_s = time.perf_counter() - t
     captions = [t for t in prompts for _ in range(args.seeds)]
-    ok = faithful(folder, images, captions).view(len(prompts), args.seeds)
+    ok = faithful(scorer, images, captions).view(len(prompts), args.seeds)
     u = oracle.utility(images).view(len(prompts), args.seeds)
     stats = json.loads((folder / "pickapic" / "stats.json").read_text())
     manifest = json.loads((folder / prepare.MANIFEST).read_text())
@@ -136,7 +127,7 @@ def main() -> None:
         **{k: f"{v:.0f} s" for k, v in times.items() if k != "total_s"},
         "prepare total (pipeline + pairs + pickscore)": f"{(times['total_s'] + times['pairs_s'] + times['pickscore_s']) / 60:.1f} min",
         "classifier accuracy (fresh renders)": f"{manifest['classifier_accuracy']:.3f}",
-        "autoencoder reconstruction fidelity (eval captions)": f"{vae_fidelity(folder):.3f}",
+        "autoencoder reconstruction fidelity (eval captions)": f"{vae_fidelity(pipe, scorer):.3f}",
         "base fidelity, tiny-eval, seeds 0-1": f"{ok[:, :2].mean():.3f}",
         f"base fidelity, tiny-eval, seeds 0-{args.seeds - 1}": f"{ok.mean():.3f}",
         "base oracle mean": f"{u.mean():.3f}",
