@@ -10,21 +10,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from kill_helpers import kill_when, store_rows
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.store import Store
 from methods.core.parallel import ONE_PROCESS, DataParallel, TorchDataParallel
 
 # -- the draws of a step, split by rows --------------------------------------------------------------
@@ -172,35 +169,6 @@ def _args(model: Path, prompts: Path, data: Path) -> list[str]:
             "--set", "sampler.steps=2", "--set", "sampler.batch=2"]
 
 
-def _rows(db: Path) -> dict[str, list[tuple]]:
-    store = Store(db)
-    return {
-        "runs": sorted(map(tuple, store.query("SELECT run_id, method, config_hash, status FROM runs").values)),
-        "images": sorted(map(tuple, store.query("SELECT image_id, run_id, prompt_id, seed, sha256 FROM images").values)),
-        "scores": sorted(map(tuple, store.query("SELECT image_id, reward, reward_version, value FROM scores").values)),
-        "train_log": sorted(map(tuple, store.query("SELECT artifact_hash, step, name, value FROM train_log").values)),
-    }
-
-
-def _kill_when(proc: subprocess.Popen, ready, timeout_s: float = 300) -> bool:
-    """SIGKILL the launcher and its processes once ``ready()`` holds; False if the run finished first."""
-    import psutil
-
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end and proc.poll() is None:
-        if ready():
-            workers = psutil.Process(proc.pid).children(recursive=True)  # torchrun puts each in its own session
-            os.killpg(proc.pid, signal.SIGKILL)
-            for w in workers:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    w.kill()
-            proc.wait()
-            psutil.wait_procs(workers, timeout=30)
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.slow
 def test_two_processes_killed_and_resumed_store_what_one_process_stores(tiny_sd_dir, tmp_path):
     prompts, data = _inputs(tmp_path / "inputs")
@@ -218,12 +186,12 @@ def test_two_processes_killed_and_resumed_store_what_one_process_stores(tiny_sd_
     for ready in stages:
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
-        assert _kill_when(proc, ready), "the run finished before it could be killed"
+        assert kill_when(proc, ready), "the run finished before it could be killed"
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 processes" in " ".join(done.stderr.split())  # the plan line, as the main process printed it
 
-    got, want = _rows(db), _rows(reference)
+    got, want = store_rows(db), store_rows(reference)
     assert {k: len(v) for k, v in got.items()} == {k: len(v) for k, v in want.items()}
     assert got["images"] == want["images"]  # same ids, same pixels (sha256)
     assert got["scores"] == want["scores"]

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from kill_helpers import kill_when, store_rows
 
-from bench.store import Store
 from bench.tiny import prepare
 
 ARGS = ["--model", "tiny-micro", "--methods", "dpo,npo", "--seeds", "0-1", "--set", "dpo.steps=4",
@@ -28,30 +26,6 @@ def _world(results: Path, built: Path) -> None:
     target = prepare.world_dir(results, "micro")
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(built, target)
-
-
-def _rows(db: Path) -> dict[str, list[tuple]]:
-    store = Store(db)
-    return {
-        "runs": sorted(map(tuple, store.query("SELECT run_id, method, config_hash, status FROM runs").values)),
-        "images": sorted(map(tuple, store.query("SELECT image_id, run_id, prompt_id, seed, sha256 FROM images").values)),
-        "scores": sorted(map(tuple, store.query("SELECT image_id, reward, reward_version, value FROM scores").values)),
-    }
-
-
-def _kill_when(proc: subprocess.Popen, ready, timeout_s: float = 1800) -> bool:
-    """SIGKILL the process group once ``ready()`` holds; False if the run finished first."""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end and proc.poll() is None:
-        if ready():
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.05)
-    if proc.poll() is None:  # a stuck run, not a fast one: fail loudly rather than pass
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise TimeoutError(f"run neither reached the kill point nor finished in {timeout_s} s")
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +52,7 @@ def test_sigkill_at_several_points_then_resume_matches_uninterrupted(tmp_path, b
     for ready in stages:
         proc = subprocess.Popen(_bench(db), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
-        if _kill_when(proc, ready):
+        if kill_when(proc, ready):
             kills += 1
         else:
             break
@@ -86,7 +60,7 @@ def test_sigkill_at_several_points_then_resume_matches_uninterrupted(tmp_path, b
     done = subprocess.run(_bench(db), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
-    got, want = _rows(db), _rows(reference)
+    got, want = store_rows(db), store_rows(reference)
     assert {k: len(v) for k, v in got.items()} == {k: len(v) for k, v in want.items()}
     assert got["images"] == want["images"]  # same ids, same pixels (sha256)
     assert got["scores"] == want["scores"]
