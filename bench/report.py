@@ -195,6 +195,28 @@ def provenance(store: Store, rows: list[dict[str, Any]] | None = None, *, n_boot
     }
 
 
+PROVENANCE_COLUMNS = ["run", "method", "model", "revision", "sampler", "config", "artifact", "status", "versions"]
+
+
+def provenance_facts(prov: dict) -> list[tuple[str, str]]:
+    """The footer's (label, plain text) lines, for every format to escape and lay out its own way."""
+    b = prov["bootstrap"]
+    return [("n", "paired (prompt, seed) comparisons with base; for base, its scored images"),
+            ("intervals", f"{b['interval']} cluster bootstrap over prompts, {b['n_boot']} resamples, seed {b['seed']}"),
+            ("p", prov["test"]), ("git", ", ".join(prov["git_shas"]) or "unknown"), ("store", prov["store"])]
+
+
+def provenance_runs(prov: dict) -> list[list[str]]:
+    """One row of PROVENANCE_COLUMNS per run, in plain text ("" where a value is missing)."""
+    rows = []
+    for run_id, r in prov["runs"].items():
+        versions = ", ".join(f"{k} {v}" for k, v in (r["versions"] or {}).items())
+        rows.append([str(c) if c else "" for c in (run_id, r["method"], r["model"], r["model_revision"],
+                                                    r["sampler_key"], r["config_hash"], r["artifact_hash"],
+                                                    r["status"], versions)])
+    return rows
+
+
 def labels(runs: list[dict[str, Any]]) -> list[str]:
     """Method names, with the model and then the config hash added only where needed to tell runs apart.
 

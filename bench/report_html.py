@@ -13,6 +13,7 @@ import html
 from typing import TYPE_CHECKING, Any
 
 from bench import report_md
+from bench.report import PROVENANCE_COLUMNS, provenance_facts, provenance_runs
 from bench.report_md import ALPHA, ci, g, pct
 
 if TYPE_CHECKING:
@@ -157,22 +158,12 @@ def _costs(doc: Document) -> str:
 
 
 def _provenance(doc: Document) -> str:
-    prov = doc.provenance
-    b = prov["bootstrap"]
-    items = [f"generated {e(doc.generated_at)}",
-             "n: paired (prompt, seed) comparisons with base; for base, its scored images",
-             f"intervals: {e(b['interval'])} cluster bootstrap over prompts, {b['n_boot']} resamples, seed {b['seed']}",
-             f"p: {e(prov['test'])}", f"git: {e(', '.join(prov['git_shas']) or 'unknown')}",
-             f"store: <code>{e(prov['store'])}</code>"]
-    header = ["run", "method", "model", "revision", "sampler", "config", "artifact", "status", "versions"]
-    rows = []
-    for run_id, r in prov["runs"].items():
-        versions = ", ".join(f"{k} {v}" for k, v in (r["versions"] or {}).items()) or "—"
-        cells = [run_id, r["method"], r["model"], r["model_revision"], r["sampler_key"], r["config_hash"],
-                 r["artifact_hash"], r["status"], versions]
-        rows.append([e(c) if c else "—" for c in cells])
+    items = [f"generated {e(doc.generated_at)}"]
+    items += [f"{label}: <code>{e(value)}</code>" if label == "store" else f"{label}: {e(value)}"
+              for label, value in provenance_facts(doc.provenance)]
+    rows = [[e(c) if c else "—" for c in row] for row in provenance_runs(doc.provenance)]
     return ('<footer id="provenance"><h2>Provenance</h2><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
-            + _table([e(h) for h in header], rows) + "</footer>")
+            + _table([e(h) for h in PROVENANCE_COLUMNS], rows) + "</footer>")
 
 
 def render(doc: Document) -> str:

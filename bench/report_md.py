@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from bench.report import PROVENANCE_COLUMNS, provenance_facts, provenance_runs
+
 if TYPE_CHECKING:
     from bench.report_doc import Document
 
@@ -74,20 +76,8 @@ def results_table(table: list[dict[str, Any]], labels: list[str]) -> list[str]:
 
 
 def provenance_lines(prov: dict[str, Any]) -> list[str]:
-    b = prov["bootstrap"]
-    out = ["- n: paired (prompt, seed) comparisons with base; for base, its scored images",
-           f"- intervals: {b['interval']} cluster bootstrap over prompts, {b['n_boot']} resamples, seed {b['seed']}",
-           f"- p: {prov['test']}",
-           f"- git: {text(', '.join(prov['git_shas']) or 'unknown')}",
-           f"- store: {text(prov['store'])}", ""]
-    header = ["run", "method", "model", "revision", "sampler", "config", "artifact", "status", "versions"]
-    rows = []
-    for run_id, r in prov["runs"].items():
-        versions = ", ".join(f"{k} {v}" for k, v in (r["versions"] or {}).items()) or "—"
-        cells = [run_id, r["method"], r["model"], r["model_revision"], r["sampler_key"], r["config_hash"],
-                 r["artifact_hash"], r["status"], versions]
-        rows.append([text(c) if c else "—" for c in cells])
-    return out + _table(header, rows)
+    out = [f"- {label}: {text(value)}" for label, value in provenance_facts(prov)] + [""]
+    return out + _table(PROVENANCE_COLUMNS, [[text(c) if c else "—" for c in row] for row in provenance_runs(prov)])
 
 
 # -- the full report -----------------------------------------------------------------------------
