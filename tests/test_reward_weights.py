@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from hf_cache import snapshot
 from metrics.core import weights as w
 
 SRC = w.Source("owner/model", ("config.json", "weights.bin"))
@@ -24,15 +25,6 @@ def put(folder: Path, *names: str, content: bytes = b"x") -> Path:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(content)
     return folder
-
-
-def snapshot(cache: Path, repo: str, commit: str = "abc123", kind: str = "models") -> Path:
-    """The Hugging Face cache layout, written out by hand."""
-    base = cache / f"{kind}--{repo.replace('/', '--')}"
-    (base / "refs").mkdir(parents=True, exist_ok=True)
-    (base / "refs" / "main").write_text(commit + "\n")
-    (base / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
-    return base / "snapshots" / commit
 
 
 def test_the_local_root_comes_before_the_hugging_face_cache(roots: dict[str, Path]):
@@ -71,7 +63,7 @@ def test_aliases_and_dataset_globs(roots: dict[str, Path]):
     assert w.find(bert) == snap
     data = w.Source("someone/prompts", ("data/test_unique-*.parquet",), repo_type="dataset")
     assert w.find(data) is None
-    snap = put(snapshot(roots["cache"], "someone/prompts", kind="datasets"),
+    snap = put(snapshot(roots["cache"], "someone/prompts", kind="dataset"),
                "data/test_unique-00000-of-00001-f00.parquet")
     assert w.find(data) == snap
 

@@ -20,28 +20,16 @@ import torch
 from PIL import Image
 
 import tiny_pipelines
+from hf_cache import snapshot
 from metrics.core import preprocess
 
 OPENAI_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])
 OPENAI_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])
-SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def normalised(*rgb: float) -> torch.Tensor:
     """A colour in [0, 1] as OpenAI CLIP's normalisation maps it."""
     return (torch.tensor(rgb) - OPENAI_MEAN) / OPENAI_STD
-
-
-def hf_put(cache: Path, repo: str, folder: Path, repo_type: str = "model") -> Path:
-    """Copy ``folder``'s files into the Hugging Face cache layout: refs/main -> snapshots/<commit>/."""
-    root = cache / f"{repo_type}s--{repo.replace('/', '--')}"
-    snap = root / "snapshots" / SNAPSHOT
-    snap.mkdir(parents=True, exist_ok=True)
-    (root / "refs").mkdir(exist_ok=True)
-    (root / "refs" / "main").write_text(SNAPSHOT)
-    for f in folder.iterdir():
-        (snap / f.name).write_bytes(f.read_bytes())
-    return snap
 
 
 @pytest.fixture(autouse=True)
@@ -108,7 +96,7 @@ def by_hand_clip_cosine(folder: Path, imgs, prompts) -> torch.Tensor:
 @pytest.fixture
 def clip_in_cache(tmp_path: Path, hub: dict[str, Path]) -> Path:
     folder = save_tiny_clip(tmp_path / "clip", seed=0)
-    hf_put(hub["cache"], "openai/clip-vit-large-patch14", folder)
+    snapshot(hub["cache"], "openai/clip-vit-large-patch14", files=folder)
     return folder
 
 
@@ -116,8 +104,8 @@ def test_pickscore_is_the_learned_logit_scale_times_the_cosine(tmp_path: Path, h
     from metrics.pickscore import PickScore
 
     folder = save_tiny_clip(tmp_path / "pick", seed=1)
-    hf_put(hub["cache"], "yuvalkirstain/PickScore_v1", folder)
-    hf_put(hub["cache"], "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", folder)  # the processor comes from here
+    snapshot(hub["cache"], "yuvalkirstain/PickScore_v1", files=folder)
+    snapshot(hub["cache"], "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", files=folder)  # the processor comes from here
     reward = PickScore(None).load()
     got = reward.score(images(), PROMPTS)
     np.testing.assert_allclose(got, 50.0 * by_hand_clip_cosine(folder, images(), PROMPTS).numpy(), atol=1e-4)
@@ -209,7 +197,7 @@ def test_hps_scores_are_the_cosine_of_open_clip_features_from_each_versions_own_
 
     folder = save_hps(tmp_path / "hps", "HPS_v2_compressed.pt", seed=3)
     save_hps(folder, "HPS_v2.1_compressed.pt", seed=4, prefix="module.")  # as saved from DDP
-    hf_put(hub["cache"], "xswu/HPSv2", folder)
+    snapshot(hub["cache"], "xswu/HPSv2", files=folder)
     v2, v21 = HPSv2(None, arch=TINY_OPEN_CLIP).load(), HPSv21(None, arch=TINY_OPEN_CLIP).load()
     s2, s21 = v2.score(images(), PROMPTS), v21.score(images(), PROMPTS)
 
@@ -230,7 +218,7 @@ def test_hps_loading_is_strict(tmp_path: Path, hub: dict[str, Path]):
     ckpt = torch.load(folder / "HPS_v2_compressed.pt")
     ckpt["state_dict"]["extra.weight"] = torch.zeros(1)
     torch.save(ckpt, folder / "HPS_v2_compressed.pt")
-    hf_put(hub["cache"], "xswu/HPSv2", folder)
+    snapshot(hub["cache"], "xswu/HPSv2", files=folder)
     with pytest.raises(RuntimeError, match="extra.weight"):
         HPSv2(None, arch=TINY_OPEN_CLIP).load()
 
@@ -266,8 +254,8 @@ def save_imagereward(tmp_path: Path, hub: dict[str, Path], seed: int = 5, head_b
                     layer.bias.zero_()
             net.mlp.layers[7].bias.fill_(head_bias)
     torch.save(net.state_dict(), ckpt / "ImageReward.pt")
-    hf_put(hub["cache"], "THUDM/ImageReward", ckpt)
-    hf_put(hub["cache"], "bert-base-uncased", bert)  # the alias the official code downloads under
+    snapshot(hub["cache"], "THUDM/ImageReward", files=ckpt)
+    snapshot(hub["cache"], "bert-base-uncased", files=bert)  # the alias the official code downloads under
     return vit, net
 
 
@@ -319,7 +307,7 @@ def test_imagereward_loading_is_strict(tmp_path: Path, hub: dict[str, Path]):
     vit, net = save_imagereward(tmp_path, hub)
     state = net.state_dict()
     state["blip.text_encoder.pooler.dense.weight"] = torch.zeros(32, 32)  # BertModel's pooler: not in BLIP's MED
-    snap = hf_put(hub["cache"], "THUDM/ImageReward", tmp_path / "ir")
+    snap = snapshot(hub["cache"], "THUDM/ImageReward", files=tmp_path / "ir")
     torch.save(state, snap / "ImageReward.pt")
     with pytest.raises(RuntimeError, match="pooler"):
         ImageReward(None, vit=vit).load()
@@ -353,7 +341,7 @@ def test_version_follows_the_weight_content_and_the_dtype_not_the_location(tmp_p
     from metrics.hpsv2 import HPSv2
 
     folder = save_hps(tmp_path / "a", "HPS_v2_compressed.pt", seed=3)
-    hf_put(hub["cache"], "xswu/HPSv2", folder)
+    snapshot(hub["cache"], "xswu/HPSv2", files=folder)
     in_cache = HPSv2(None, arch=TINY_OPEN_CLIP).version
     explicit = tmp_path / "explicit"
     (explicit / "xswu/HPSv2").mkdir(parents=True)
@@ -368,7 +356,7 @@ def test_version_follows_the_weight_content_and_the_dtype_not_the_location(tmp_p
 def test_an_explicit_folder_is_the_only_place_looked_in(tmp_path: Path, hub: dict[str, Path]):
     from metrics.hpsv2 import HPSv2
 
-    hf_put(hub["cache"], "xswu/HPSv2", save_hps(tmp_path / "a", "HPS_v2_compressed.pt", seed=3))
+    snapshot(hub["cache"], "xswu/HPSv2", files=save_hps(tmp_path / "a", "HPS_v2_compressed.pt", seed=3))
     reward = HPSv2(tmp_path / "elsewhere")
     assert reward.missing() == ["xswu/HPSv2/HPS_v2_compressed.pt"]
     assert f"--local-dir '{tmp_path / 'elsewhere' / 'xswu/HPSv2'}'" in reward.fetch_hint

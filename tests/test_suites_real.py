@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import suites
-
-SNAPSHOT = "feedfacefeedfacefeedfacefeedfacefeedface"
-
+from hf_cache import snapshot
 
 @pytest.fixture(autouse=True)
 def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
@@ -22,14 +20,6 @@ def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     return dirs
 
 
-def dataset_snapshot(cache: Path, repo: str) -> Path:
-    base = cache / f"datasets--{repo.replace('/', '--')}"
-    (base / "refs").mkdir(parents=True)
-    (base / "refs" / "main").write_text(SNAPSHOT)
-    (base / "snapshots" / SNAPSHOT).mkdir(parents=True)
-    return base / "snapshots" / SNAPSHOT
-
-
 PARTI = ("Prompt\tCategory\tChallenge\tNote\n"
          "bond\tAbstract\tBasic\tBiology-inspired concepts with multiple meanings\n"
          "a shiba inu\tAnimals\tBasic\t\n"
@@ -38,7 +28,7 @@ PARTI = ("Prompt\tCategory\tChallenge\tNote\n"
 
 
 def write_parti(places: dict[str, Path]) -> None:
-    (dataset_snapshot(places["cache"], "nateraw/parti-prompts") / "PartiPrompts.tsv").write_text(PARTI)
+    (snapshot(places["cache"], "nateraw/parti-prompts", kind="dataset") / "PartiPrompts.tsv").write_text(PARTI)
 
 
 def test_missing_suite_files_are_named_with_the_command_that_fetches_them():
@@ -74,7 +64,7 @@ def test_parti_prompts_keep_their_text_category_and_challenge(places: dict[str, 
 
 
 def test_parti_refuses_a_file_with_other_columns(places: dict[str, Path]):
-    (dataset_snapshot(places["cache"], "nateraw/parti-prompts") / "PartiPrompts.tsv").write_text("text\tlabel\na\tb\n")
+    (snapshot(places["cache"], "nateraw/parti-prompts", kind="dataset") / "PartiPrompts.tsv").write_text("text\tlabel\na\tb\n")
     with pytest.raises(suites.SuiteError, match="PartiPrompts.tsv: expected the columns Prompt, Category"):
         suites.load("parti")
 
@@ -92,7 +82,7 @@ def test_drawbench_reads_the_sheet_export_from_the_local_root(places: dict[str, 
 
 
 def test_hpdv2_has_the_four_styles_as_categories_and_benchmark_image_ids(places: dict[str, Path]):
-    snap = dataset_snapshot(places["cache"], "zhwang/HPDv2")
+    snap = snapshot(places["cache"], "zhwang/HPDv2", kind="dataset")
     (snap / "benchmark").mkdir()
     for style in suites.HPD_STYLES:
         (snap / "benchmark" / f"{style}.json").write_text(json.dumps([f"{style} one", f"{style} two"]))
@@ -109,7 +99,7 @@ def test_pickapic_test_reads_distinct_captions_from_the_parquet_split(places: di
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    snap = dataset_snapshot(places["cache"], "yuvalkirstain/pickapic_v2_no_images")
+    snap = snapshot(places["cache"], "yuvalkirstain/pickapic_v2_no_images", kind="dataset")
     (snap / "data").mkdir()
     table = pa.table({"caption": ["a cat", "a dog", "a cat", "  ", "a fox"], "ranking_id": [1, 2, 3, 4, 5],
                       "label_0": [1.0, 0.0, 0.5, 1.0, 0.0]})
