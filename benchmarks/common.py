@@ -12,9 +12,11 @@ Scales (random weights: speed does not depend on what the weights learned):
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +131,25 @@ def machine() -> str:
 
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads")
+
+
+def timing_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every floor benchmark takes: --scales, --rounds, --threads, --clock, --cache."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--scales", default=",".join(SCALES))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                    help="wall, or cpu (this process's CPU time: use with --threads 1 on a busy machine)")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "dpb-benchmarks")
+    return ap
+
+
+def start_timing(args: Any, what: str) -> None:
+    """Apply --threads and --clock, and print the machine line that heads every table."""
+    torch.set_num_threads(args.threads)
+    use_clock(args.clock)
+    print(f"machine: {machine()}; {args.clock} clock; {what}")
 
 
 # -- the UNet floor: record every UNet call of a loop, then replay exactly those calls alone -------

@@ -99,7 +99,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"load average {load:.1f} on {os.cpu_count()} cores (other work inflates wall time; CPU s does not grow "
           f"with it)")
-    print(f"\n| format | wall s | CPU s | output bytes | under 10 s |\n|---|---:|---:|---:|---|")
+    print("\n| format | wall s | CPU s | output bytes | under 10 s |\n|---|---:|---:|---:|---|")
     for fmt in args.formats.split(","):
         wall, cpu, size = time_report(db, fmt, args.dir / "reports" / f"report.{fmt}")
         print(f"| {fmt} | {wall:.2f} | {cpu:.2f} | {size} | {'yes' if wall < 10 else 'NO'} |", flush=True)

@@ -18,7 +18,6 @@ its artifact. Rounds alternate A, B, A, B; tables show the median (range) of per
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 from pathlib import Path
@@ -110,19 +109,11 @@ def method_rows(pipe, family: str, steps: int, batch: int, rounds: int, root: Pa
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scales", default=",".join(common.SCALES))
-    ap.add_argument("--rounds", type=int, default=3)
+    ap = common.timing_parser(__doc__)
     ap.add_argument("--steps", type=int, default=0, help="DDIM steps (default: 20)")
     ap.add_argument("--batch", type=int, default=0, help="images per batch (default: tiny 64, small-sd 8)")
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--clock", choices=list(common.CLOCKS), default="wall",
-                    help="wall, or cpu (this process's CPU time: use with --threads 1 on a busy machine)")
-    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "dpb-benchmarks")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    common.use_clock(args.clock)
-    print(f"machine: {common.machine()}; {args.clock} clock; {args.rounds} alternating rounds")
+    common.start_timing(args, f"{args.rounds} alternating rounds")
     for scale in args.scales.split(","):
         pipe = common.load(scale, args.cache)
         family = "tiny" if scale == "tiny" else "sd15"

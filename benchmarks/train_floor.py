@@ -12,8 +12,8 @@ brightness reward here). Goal: ≤ 1.10× for the DPO family (the ``train_pairs`
 
 Each round trains the method for --steps steps (its step time: the median of steps 2..N, from
 per-step timestamps) and then replays the UNet calls of those steps (the floor: median per step).
-``bench run`` also writes each step's train log to the store; that write is timed apart (last
-column) and is not in the step time.
+Steps log through ``bench run``'s own ``TrainLog`` (values checked each step, held in memory, written
+to the store in one transaction at the end or every 30 s): that end-of-run write is the last column.
 Rounds alternate A, B, A, B; the table shows the median (range) of the per-round ratios.
 Configs: the method's own per-model defaults (tiny: "tiny", small-SD: "sd15"), with --steps,
 no warmup, and at small-SD scale 4 pairs (images, prompts) per step, as the performance anchor.
@@ -21,10 +21,10 @@ no warmup, and at small-SD scale 4 pairs (images, prompts) per step, as the perf
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -68,32 +68,31 @@ def context(pipe, out: Path, batch: int, log) -> TrainContext:
 
 
 def train_round(pipe, method_id: str, scale: str, steps: int, out: Path
-                ) -> tuple[list[float], list[list[common.Call]], list[float]]:
+                ) -> tuple[list[float], list[list[common.Call]], float]:
     """Per-step times of steps 2..N of one training run, the UNet calls of each of those steps, and
-    the time of each step's train-log write to the store."""
+    the time of the run's train-log write to the store."""
+    from bench.runner import TrainLog
     from bench.store import Store
 
     cls, cfg = config(method_id, scale, steps)
     recorder = common.Recorder()
     stamps: list[tuple[int, float]] = []
-    store = Store(out / "bench.duckdb")
-    writes: list[float] = []
+    train_log = TrainLog(Store(out / "bench.duckdb"), SimpleNamespace(artifact_hash="a" * 64, method=method_id))
 
-    def log(step: int, values: dict) -> None:  # as bench run logs: one store write per step
+    def log(step: int, values: dict) -> None:  # as bench run logs
+        train_log(step, values)
         stamps.append((step, common.now()))
-        writes.append(common.timed(lambda: store.add_train_log("a" * 64, method_id, step, values)))
         recorder.mark()
 
     batch = getattr(cfg, "batch_pairs", None) or getattr(cfg, "batch_size")
     ctx = context(pipe, out, batch, log)
     with recorder.recording():
         cls(cfg).train(ctx)
+    write = common.timed(train_log.flush)
     # A step's time runs from the previous step's log; step 1 of each trained module carries its setup.
     # recorder.steps[i] holds the calls made before the i-th log, i.e. those of step stamps[i].
-    # The loop's own time excludes the previous step's store write, reported apart.
     later = [i for i in range(1, len(stamps)) if stamps[i][0] == stamps[i - 1][0] + 1]
-    return ([stamps[i][1] - stamps[i - 1][1] - writes[i - 1] for i in later], [recorder.steps[i] for i in later],
-            [writes[i - 1] for i in later])
+    return [stamps[i][1] - stamps[i - 1][1] for i in later], [recorder.steps[i] for i in later], write
 
 
 def floor_round(pipe, steps: list[list[common.Call]]) -> list[float]:
@@ -103,19 +102,11 @@ def floor_round(pipe, steps: list[list[common.Call]]) -> list[float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scales", default=",".join(common.SCALES))
+    ap = common.timing_parser(__doc__)
     ap.add_argument("--methods", default=",".join(TRAINING))
-    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--clock", choices=list(common.CLOCKS), default="wall",
-                    help="wall, or cpu (this process's CPU time: use with --threads 1 on a busy machine)")
-    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "dpb-benchmarks")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    common.use_clock(args.clock)
-    print(f"machine: {common.machine()}; {args.clock} clock; {args.rounds} alternating rounds of {args.steps} steps")
+    common.start_timing(args, f"{args.rounds} alternating rounds of {args.steps} steps")
     for scale in args.scales.split(","):
         pipe = common.load(scale, args.cache)
         rows = []
@@ -123,11 +114,11 @@ def main() -> None:
             ratios, step_ms, floor_ms, store_ms = [], [], [], []
             for r in range(args.rounds):
                 with tempfile.TemporaryDirectory() as out:
-                    times, calls, writes = train_round(pipe, method_id, scale, args.steps, Path(out))
+                    times, calls, write = train_round(pipe, method_id, scale, args.steps, Path(out))
                 floor = floor_round(pipe, calls)
                 step_ms.append(1e3 * common.median(times))
                 floor_ms.append(1e3 * common.median(floor))
-                store_ms.append(1e3 * common.median(writes))
+                store_ms.append(1e3 * write)
                 ratios.append(step_ms[-1] / floor_ms[-1])
             _, cfg = config(method_id, scale, args.steps)
             what = ("LoRA r%d" % cfg.lora_rank) if getattr(cfg, "lora_rank", 0) else "full"
@@ -139,7 +130,7 @@ def main() -> None:
             f"Training step over its UNet floor, {scale} scale (ms per optimizer step; median (range) of "
             f"{args.rounds} rounds)",
             ["method", "weights", "UNet calls/step", "step ms", "floor ms", "step / floor", "goal",
-             "+ train_log write ms"], rows)
+             "+ train_log write ms (whole run)"], rows)
 
 
 if __name__ == "__main__":
