@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from kill_helpers import kill_when, store_rows
+from run_inputs import run_inputs
 from typer.testing import CliRunner
 
 from bench.cli import app
@@ -142,26 +143,6 @@ def test_two_processes_train_like_one(tiny_sd_dir, tmp_path):
 # -- bench run --processes 2: killed, resumed, same rows ---------------------------------------------
 
 
-def _inputs(root: Path) -> tuple[Path, Path]:
-    """A prompt file and a small Pick-a-Pic shard (16 px images), for a run on the tiny test pipeline."""
-    from PIL import Image
-
-    from bench.prefdata import write_pickapic
-
-    root.mkdir(parents=True, exist_ok=True)
-    prompts = root / "prompts.txt"
-    prompts.write_text("\n".join(f"a {c} {s}" for c in ("red", "blue", "green") for s in ("cat", "dog", "photo",
-                                                                                           "cat photo")) + "\n")
-    g = torch.Generator().manual_seed(0)
-
-    def image() -> Image.Image:
-        return Image.fromarray((torch.rand(16, 16, 3, generator=g) * 255).byte().numpy())
-
-    rows = [{"caption": c, "jpg_0": image(), "jpg_1": image(), "label_0": float(i % 2), "label_1": float(1 - i % 2)}
-            for i, c in enumerate(["a cat", "a dog", "a photo of a cat", "dog photo"] * 2)]
-    return prompts, write_pickapic(root / "pickapic" / "train-0.parquet", rows).parent
-
-
 def _args(model: Path, prompts: Path, data: Path) -> list[str]:
     return ["--model", str(model), "--methods", "dpo", "--suite", str(prompts), "--seeds", "0-3",
             "--rewards", "oracle", "--device", "cpu", "--set", f"data.pickapic={data}", "--set", "dpo.steps=3",
@@ -171,7 +152,7 @@ def _args(model: Path, prompts: Path, data: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_two_processes_killed_and_resumed_store_what_one_process_stores(tiny_sd_dir, tmp_path):
-    prompts, data = _inputs(tmp_path / "inputs")
+    prompts, data = run_inputs(tmp_path / "inputs")
     args = _args(tiny_sd_dir, prompts, data)
     reference = tmp_path / "one" / "bench.duckdb"
     result = CliRunner().invoke(app, ["run", "--db", str(reference), *args])  # 1 thread (conftest), like each process
