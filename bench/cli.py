@@ -48,6 +48,8 @@ def _progress() -> Progress:
 def run(
     methods: Annotated[Optional[str], typer.Option(help="Comma-separated method ids (default: all).")] = None,
     model: Annotated[str, typer.Option(help="Model alias (tiny, tiny-micro, sd15, sdxl), folder or repo id.")] = "tiny",
+    vae: Annotated[Optional[str], typer.Option(help="Replace the model's VAE: fp16-fix (madebyollin/sdxl-vae-fp16-fix), "
+                                                   "a diffusers AutoencoderKL folder or repo id.")] = None,
     suite: Annotated[str, typer.Option(help="Prompt suite name or a .txt/.csv/.jsonl file.")] = "tiny-eval",
     seeds: Annotated[str, typer.Option(help="Seeds per prompt, e.g. 0-3 or 0,2,5.")] = "0-1",
     rewards: Annotated[Optional[str], typer.Option(help="Comma-separated reward ids (default: per model).")] = None,
@@ -73,12 +75,13 @@ def run(
             raise UsageError(f"--processes must be >= 1, got {processes}")
         if processes > 1 and distributed.launched_world() > 1:
             raise UsageError("--processes starts its own launch; under `accelerate launch` leave it out")
-        the_plan = planning.make_plan(methods, model, suite, seeds, rewards, db, parse_sets(set_), device)
+        the_plan = planning.make_plan(methods, model, suite, seeds, rewards, db, parse_sets(set_), device, vae)
         planning.preflight(the_plan)
     except (UsageError, KeyError) as e:
         _fail_usage(e)
     if processes > 1:  # checked here, run by the launched processes (whose main one reports)
-        args = [*(["--methods", methods] if methods else []), "--model", model, "--suite", suite, "--seeds", seeds,
+        args = [*(["--methods", methods] if methods else []), "--model", model, *(["--vae", vae] if vae else []),
+                "--suite", suite, "--seeds", seeds,
                 *(["--rewards", rewards] if rewards else []), "--db", str(db), "--device", device,
                 *(a for s in set_ for a in ("--set", s))]
         raise typer.Exit(distributed.launch(processes, args, device))

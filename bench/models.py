@@ -4,10 +4,16 @@
 ``sd15`` and ``sdxl`` are Hugging Face repos read from the local cache only; any other value is a
 local diffusers folder or a repo id already in the cache. Whatever the source, the pipeline is
 loaded by ``DiffusionPipeline.from_pretrained(folder, local_files_only=True)``.
+
+``--vae`` swaps the pipeline's autoencoder for another one in the diffusers AutoencoderKL layout:
+``fp16-fix`` (madebyollin/sdxl-vae-fp16-fix, SDXL's VAE rescaled not to overflow in float16, which
+the official SDXL training scripts take as ``--pretrained_vae_model_name_or_path``), a folder or a
+repo id in the cache. It is part of the model's revision: runs with another VAE are other runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -18,6 +24,8 @@ HUB_ALIASES = {
     "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
 }
+VAE_ALIASES = {"fp16-fix": "madebyollin/sdxl-vae-fp16-fix"}
+VAE_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
 # Files a diffusers text-to-image folder must have (SD1.5 layout; SDXL adds the second encoder).
 REQUIRED = ["model_index.json", "scheduler/scheduler_config.json", "unet/config.json", "vae/config.json",
             "text_encoder/config.json", "tokenizer/tokenizer_config.json"]
@@ -34,6 +42,8 @@ class ModelSpec:
     tiny_preset: str | None = None  # set for the tiny world, which is built on first use
     folder: Path | None = None  # the diffusers folder, once known
     repo_id: str | None = None
+    vae: Path | None = None  # an AutoencoderKL folder replacing the pipeline's own (--vae)
+    vae_name: str | None = None
 
 
 def available() -> list[str]:
@@ -58,8 +68,47 @@ def _download_hint(repo_id: str) -> str:
             f"downloaded folder with --model PATH")
 
 
-def resolve(name: str) -> ModelSpec:
-    """Resolve a model name; raise ModelError naming what is missing and how to fetch it."""
+def resolve(name: str, vae: str | None = None) -> ModelSpec:
+    """Resolve a model name (and a replacement VAE); raise ModelError naming what is missing and how to fetch it."""
+    spec = _resolve_model(name)
+    if not vae:
+        return spec
+    if spec.tiny_preset:
+        raise ModelError(f"--vae {vae}: the tiny world trains its own autoencoder; --vae applies to sd15, sdxl "
+                         f"and diffusers folders")
+    return dataclasses.replace(spec, vae=_resolve_vae(vae), vae_name=vae)
+
+
+def _resolve_vae(name: str) -> Path:
+    path = Path(name).expanduser()
+    if path.exists():
+        missing = [f for f in VAE_FILES if not (path / f).is_file()]
+        if missing:
+            raise ModelError(f"--vae {name}: not a diffusers AutoencoderKL folder; missing {', '.join(missing)}")
+        return path.resolve()
+    if name.startswith(("/", ".", "~")):
+        raise ModelError(f"--vae {name}: no such folder")
+    repo_id = VAE_ALIASES.get(name, name)
+    if "/" not in repo_id:
+        raise ModelError(f"unknown VAE {name!r}; available: {', '.join(VAE_ALIASES)}, a folder, or a repo id "
+                         f"already in the local Hugging Face cache")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    hint = (f"on a machine with network access run:\n  hf download {repo_id} {' '.join(VAE_FILES)}\n"
+            f"then copy the Hugging Face cache (~/.cache/huggingface/hub) here, or pass the folder with --vae PATH")
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        raise ModelError(f"VAE {name!r} ({repo_id}) is not in the local Hugging Face cache; needed: "
+                         f"{', '.join(VAE_FILES)}; " + hint) from None
+    missing = [f for f in VAE_FILES if not (folder / f).is_file()]
+    if missing:
+        raise ModelError(f"VAE {repo_id} in the local cache lacks {', '.join(missing)}; " + hint)
+    return folder
+
+
+def _resolve_model(name: str) -> ModelSpec:
     if name in TINY_PRESETS:
         return ModelSpec(name, "tiny", tiny_preset=TINY_PRESETS[name])
     path = Path(name).expanduser()
@@ -90,23 +139,34 @@ def resolve(name: str) -> ModelSpec:
 
 
 def revision(spec: ModelSpec) -> str:
-    """What identifies the weights: the cache snapshot, or a hash of the folder's configs and weight sizes."""
+    """What identifies the weights: the cache snapshot, or a hash of the folder's configs and weight sizes;
+    with ``+vae=`` the same for a replacement VAE."""
     assert spec.folder is not None
-    if spec.repo_id:
-        return f"{spec.repo_id}@{spec.folder.name}"
+    own = f"{spec.repo_id}@{spec.folder.name}" if spec.repo_id else f"{spec.name}@{_folder_hash(spec.folder)}"
+    if spec.vae is None:
+        return own
+    in_cache = spec.vae.parent.name == "snapshots"  # <cache>/models--owner--name/snapshots/<commit>
+    vae = (f"{VAE_ALIASES.get(spec.vae_name, spec.vae_name)}@{spec.vae.name}" if in_cache
+           else f"{spec.vae_name}@{_folder_hash(spec.vae)}")
+    return f"{own}+vae={vae}"
+
+
+def _folder_hash(folder: Path) -> str:
     h = hashlib.sha256()
-    for f in sorted(spec.folder.rglob("*")):
+    for f in sorted(folder.rglob("*")):
         if f.is_file():
-            h.update(f"{f.relative_to(spec.folder)}:{f.stat().st_size}".encode())
+            h.update(f"{f.relative_to(folder)}:{f.stat().st_size}".encode())
             if f.suffix == ".json":
                 h.update(f.read_bytes())
-    return f"{spec.name}@{h.hexdigest()[:12]}"
+    return h.hexdigest()[:12]
 
 
-def load_pipeline(folder: Path, device: str = "cpu"):
-    """The single loader: every scale, tiny included, goes through ``from_pretrained``."""
-    from diffusers import DiffusionPipeline
+def load_pipeline(folder: Path, device: str = "cpu", vae: Path | None = None):
+    """The single loader: every scale, tiny included, goes through ``from_pretrained``; ``vae``: an
+    AutoencoderKL folder that replaces the pipeline's own."""
+    from diffusers import AutoencoderKL, DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True)
+    extra = {"vae": AutoencoderKL.from_pretrained(str(vae), local_files_only=True)} if vae else {}
+    pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True, **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -100,11 +100,11 @@ def method_spec(method_id: str, cfg: MethodConfig, model: models.ModelSpec, revi
 
 
 def make_plan(method_names: str | None, model: str, suite: str, seeds: str, rewards: str | None, db: Path,
-              sets: dict[str, dict[str, str]], device: str = "cpu") -> Plan:
+              sets: dict[str, dict[str, str]], device: str = "cpu", vae: str | None = None) -> Plan:
     seed_list = parse_seeds(seeds)
     chosen = parse_list(method_names, methods.available(), "methods") or methods.available()
     try:
-        spec = models.resolve(model)
+        spec = models.resolve(model, vae)
         suite_obj = suites.load(suite)
     except (models.ModelError, suites.SuiteError) as e:
         raise UsageError(str(e)) from None

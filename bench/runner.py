@@ -32,7 +32,6 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -91,7 +90,7 @@ class Runner:
         if self._pipe is None:
             spec = self.plan.runs[0].model
             folder = spec.folder or self.world_folder() / "pipeline"
-            self._pipe = load_pipeline(folder, self.plan.device)
+            self._pipe = load_pipeline(folder, self.plan.device, spec.vae)
         return self._pipe
 
     def artifacts(self, method_id: str) -> Path:

@@ -37,3 +37,31 @@ def test_bench_run_trains_full_and_lora_then_samples_and_scores(layout, request,
     artifacts = [d for d in (db.parent / "checkpoints").iterdir() if d.is_dir()]
     assert any((d / "unet" / "config.json").is_file() for d in artifacts)  # dpo: the full UNet
     assert any((d / "lora" / "pytorch_lora_weights.safetensors").is_file() for d in artifacts)  # npo: LoRA only
+
+
+def test_vae_replaces_the_pipelines_own_and_is_part_of_the_revision(tiny_sdxl_dir, tmp_path, monkeypatch):
+    import tiny_pipelines
+    import torch
+
+    from bench import models
+
+    torch.manual_seed(1)
+    vae_dir = tmp_path / "my-vae"
+    tiny_pipelines._vae().save_pretrained(vae_dir)
+    plain, swapped = models.resolve(str(tiny_sdxl_dir)), models.resolve(str(tiny_sdxl_dir), str(vae_dir))
+    assert swapped.vae == vae_dir.resolve()
+    assert models.revision(swapped).startswith(models.revision(plain) + "+vae=")  # other weights, other runs
+
+    pipe = models.load_pipeline(swapped.folder, "cpu", swapped.vae)
+    want = type(pipe.vae).from_pretrained(vae_dir).state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in pipe.vae.state_dict().items())
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(models.ModelError, match=r"(?s)madebyollin/sdxl-vae-fp16-fix.*hf download"):
+        models.resolve(str(tiny_sdxl_dir), "fp16-fix")
+    with pytest.raises(models.ModelError, match="trains its own autoencoder"):
+        models.resolve("tiny", str(vae_dir))
+    with pytest.raises(models.ModelError, match="not a diffusers AutoencoderKL folder; missing config.json"):
+        models.resolve(str(tiny_sdxl_dir), str(tmp_path))
+    with pytest.raises(models.ModelError, match="no such folder"):
+        models.resolve(str(tiny_sdxl_dir), str(tmp_path / "nowhere"))
