@@ -7,6 +7,7 @@ Every name is resolved and every setting type-checked here; any problem raises `
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,13 @@ def preflight(plan: Plan) -> None:
         if missing:
             raise UsageError(f"reward {rid!r} is missing files: {', '.join(missing)}"
                              + (f"\n{reward.fetch_hint}" if getattr(reward, "fetch_hint", "") else ""))
+    from methods.core.pairs import PACKAGES
+
+    for r in plan.runs:
+        package = PACKAGES.get(getattr(r.cfg, "optimizer", ""))
+        if package and importlib.util.find_spec(package) is None:
+            raise UsageError(f"{r.method} trains with optimizer {r.cfg.optimizer!r}, which needs the {package} "
+                             f"package: pip install {package}, or --set {r.method}.optimizer=adamw")
     family = plan.runs[0].model.family
     needs_pairs = [r.method for r in plan.runs if r.cls.trains]
     if family != "tiny" and needs_pairs and not plan.data.pickapic:

@@ -98,9 +98,9 @@ class DiffusionNPO(Method):
         "tiny": {"guidance_scale": 5.0, "beta": 5000.0, "lr": 1e-4, "steps": 300, "batch_pairs": 16,
                  "warmup_steps": 0},
         # DPO-DPO-NPO/run_sd15.sh: β 500 (HF-1.5 = β_SF 1000), lr 5e-6 constant, rank 8, batch 64,
-        # fp16 + 8-bit AdamW (here AdamW), seed 0; gen.py: CFG 7.5, merge_weight 0.
+        # fp16 + 8-bit AdamW, seed 0; gen.py: CFG 7.5, merge_weight 0.
         "sd15": {"guidance_scale": 7.5, "beta": 1000.0, "lr": 5e-6, "steps": 2000, "batch_pairs": 64,
-                 "micro_batch_pairs": 16, "warmup_steps": 0, "lora_rank": 8},
+                 "micro_batch_pairs": 16, "warmup_steps": 0, "lora_rank": 8, "optimizer": "adamw8bit"},
         # DPO-DPO-NPO/run_sdxl.sh: β_SF 2000 (train_sdxl.py has the 0.5), lr 5e-6 constant, rank 8,
         # batch 30/GPU × accum 2, gradient checkpointing; gen_xl.sh: CFG 5.
         "sdxl": {"guidance_scale": 5.0, "beta": 2000.0, "lr": 5e-6, "steps": 2000, "batch_pairs": 60,

@@ -55,6 +55,7 @@ import torch
 
 from methods.core.api import Cond, Denoiser, Method, MethodConfig, TrainContext, sample_only
 from methods.core.diffusion import ddim_eps, ddim_transition, ddim_x0, unet_eps, unet_eps_both
+from methods.core.pairs import OPTIMIZERS
 
 
 def ddim_grid(num_train_timesteps: int, steps: int) -> torch.Tensor:
@@ -147,7 +148,7 @@ class SelfNPOConfig(MethodConfig):
     steps: int = 1000  # train.sh --max_train_steps
     batch_size: int = 20  # train.sh --train_batch_size, accumulation 1 (GPU count not stated)
     micro_batch: int = 0  # images per forward/backward (gradient accumulation); 0 = whole batch
-    optimizer: str = "adamw"  # adamw | adafactor (the code: bitsandbytes AdamW8bit, β 0.9/0.999)
+    optimizer: str = "adamw"  # adamw | adamw8bit | adafactor (the code: bitsandbytes AdamW8bit, β 0.9/0.999)
     grad_clip: float = 1.0  # --max_grad_norm default 1.0, clipped every step
     gradient_checkpointing: bool = False  # memory only; on in train_xl.sh
     seed: int = 0  # data order, t0, noises, s
@@ -166,8 +167,7 @@ class SelfNPOConfig(MethodConfig):
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (0 <= self.micro_batch <= self.batch_size,
              f"micro_batch must be in [0, batch_size={self.batch_size}], got {self.micro_batch}"),
-            (self.optimizer in ("adamw", "adafactor"),
-             f"unknown optimizer {self.optimizer!r}; available: adamw, adafactor"),
+            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; available: {', '.join(OPTIMIZERS)}"),
             (self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
             (self.neg_weight >= 0, f"neg_weight must be >= 0, got {self.neg_weight}"),
         ]
@@ -187,11 +187,11 @@ class SelfNPO(Method):
         # Self-NPO/train.sh: lr 1e-6 constant, wd 1e-3, batch 20, 1000 steps, w = −1 (train.py);
         # guidance 7.5 as Diffusion-NPO's gen.py; micro-batch is a memory choice, not the code's.
         "sd15": {"guidance_scale": 7.5, "lr": 1e-6, "weight_decay": 1e-3, "steps": 1000, "batch_size": 20,
-                 "micro_batch": 10, "teacher_guidance": -1.0},
+                 "micro_batch": 10, "teacher_guidance": -1.0, "optimizer": "adamw8bit"},
         # Self-NPO/train_xl.sh: lr 1e-7, wd 0, batch 10, 1000 steps, grad clip 1, gradient checkpointing;
         # w = −5 (train_xl.py); guidance 5 as Diffusion-NPO's gen_xl.sh.
         "sdxl": {"guidance_scale": 5.0, "lr": 1e-7, "weight_decay": 0.0, "steps": 1000, "batch_size": 10,
-                 "micro_batch": 2, "teacher_guidance": -5.0, "gradient_checkpointing": True},
+                 "micro_batch": 2, "teacher_guidance": -5.0, "gradient_checkpointing": True, "optimizer": "adamw8bit"},
     }
 
     def train(self, ctx: TrainContext) -> None:

@@ -52,7 +52,7 @@ def test_beta_conventions():
 @pytest.mark.parametrize("field, value, message", [
     ("beta", 0.0, "beta must be > 0"), ("beta_convention", "hf", "available: sf, hf15, paper"),
     ("prompt_dropout", 1.0, "prompt_dropout"), ("steps", 0, "steps must be >= 1"),
-    ("micro_batch_pairs", 9, "micro_batch_pairs"), ("optimizer", "sgd", "available: adamw, adafactor"),
+    ("micro_batch_pairs", 9, "micro_batch_pairs"), ("optimizer", "sgd", "available: adamw, adamw8bit, adafactor"),
     ("lora_rank", -1, "lora_rank"), ("guidance_scale", -1.0, "guidance_scale"),
 ])
 def test_validate_names_the_field(field, value, message):

@@ -141,7 +141,7 @@ def test_teacher_skips_the_conditional_forward_only_when_w_is_minus_one(tiny_sd,
 
 @pytest.mark.parametrize("field, value, message", [
     ("teacher_steps", 0, "teacher_steps"), ("ema_decay", 1.0, "ema_decay"), ("huber_c", 0.0, "huber_c"),
-    ("micro_batch", 99, "micro_batch"), ("optimizer", "sgd", "available: adamw, adafactor"),
+    ("micro_batch", 99, "micro_batch"), ("optimizer", "sgd", "available: adamw, adamw8bit, adafactor"),
     ("neg_weight", -0.5, "neg_weight"), ("grid_steps", 0, "grid_steps"),
 ])
 def test_validate_names_the_field(field, value, message):

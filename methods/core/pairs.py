@@ -76,8 +76,7 @@ class PairTrainConfig(MethodConfig):
             (0 <= self.micro_batch_pairs <= self.batch_pairs,
              f"micro_batch_pairs must be in [0, batch_pairs={self.batch_pairs}], got {self.micro_batch_pairs}"),
             (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
-            (self.optimizer in ("adamw", "adafactor"),
-             f"unknown optimizer {self.optimizer!r}; available: adamw, adafactor"),
+            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; available: {', '.join(OPTIMIZERS)}"),
             (self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (0 <= self.prompt_dropout < 1, f"prompt_dropout must be in [0, 1), got {self.prompt_dropout}"),
@@ -201,16 +200,25 @@ def pair_errors(unet: Any, ref_unet: Any | None, batch: PairData, scheduler: Any
 # Optimisation
 
 
+OPTIMIZERS = ("adamw", "adamw8bit", "adafactor")
+PACKAGES = {"adamw8bit": "bitsandbytes"}  # optimizers whose package is not a dependency of the project
+
+
 def make_optimizer(params: list[torch.nn.Parameter], name: str, lr: float, weight_decay: float):
-    """AdamW (β 0.9/0.999, eps 1e-8) or Adafactor as the official SDXL launcher forces it."""
+    """AdamW (β 0.9/0.999, eps 1e-8); the same in 8 bits (bitsandbytes AdamW8bit, as the official NPO
+    and Self-NPO scripts use it); or Adafactor as the official SDXL launcher forces it."""
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
+    if name == "adamw8bit":
+        import bitsandbytes
+
+        return bitsandbytes.optim.AdamW8bit(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
     if name == "adafactor":
         from transformers.optimization import Adafactor
 
         return Adafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False,
                          clip_threshold=1.0, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; available: adamw, adafactor")
+    raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(OPTIMIZERS)}")
 
 
 def warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
