@@ -31,7 +31,7 @@ are derived from the guided output by prediction type (identical to the code for
 the code would use v as ε for v-prediction). (c) With w = −1 the conditional teacher forward is
 skipped (its weight is exactly 0). (d) Latents are cached once by ``ctx.images()`` (the code re-encodes
 with a fresh posterior sample), batches are shuffled epochs (the code reads folder order), and the
-optimizer is AdamW (the code: 8-bit AdamW). The artifact is the STUDENT (the code's final
+optimizer is the code's 8-bit AdamW at real scale (bitsandbytes) but AdamW on the tiny world. The artifact is the STUDENT (the code's final
 ``save_pretrained``), full weights in ``unet/``.
 
 Sampling as Diffusion-NPO: the trained model is the negative, used only in the unconditional branch;

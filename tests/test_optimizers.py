@@ -35,3 +35,17 @@ def test_a_missing_optimizer_package_is_named_before_any_work(tmp_path, monkeypa
                      {"npo": {"optimizer": "adamw8bit"}})
     with pytest.raises(UsageError, match="needs the bitsandbytes package: pip install bitsandbytes"):
         preflight(plan)
+
+
+def test_adamw_is_the_fused_kernel_and_steps_as_the_reference_loop():
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(64, 32))
+    b = torch.nn.Parameter(a.detach().clone())
+    ours = make_optimizer([a], "adamw", lr=1e-2, weight_decay=1e-2)
+    loop = torch.optim.AdamW([b], lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, foreach=False)
+    assert ours.defaults["fused"]
+    for step in range(5):
+        g = torch.randn(64, 32, generator=torch.Generator().manual_seed(step))
+        a.grad, b.grad = g.clone(), g.clone()
+        ours.step(), loop.step()
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
