@@ -1,6 +1,6 @@
 """The cost of re-running a finished run, as a fraction of the first run (goal < 3 %).
 
-    python benchmarks/rerun_cost.py                                   # tiny-micro, every method
+    python benchmarks/rerun_cost.py                                   # tiny-micro, every method (~15 min a round on 2 cores)
     python benchmarks/rerun_cost.py --model tiny --rounds 2           # the default `bench run`
     python benchmarks/rerun_cost.py --args "--methods dpo --seeds 0"  # a smaller plan
 
