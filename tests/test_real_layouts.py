@@ -21,6 +21,7 @@ def test_bench_run_trains_full_and_lora_then_samples_and_scores(layout, request,
     db = tmp_path / "results" / "bench.duckdb"
     sets = [f"{m}.{f}" for m in ("dpo", "npo") for f in SHORT] + [f"data.pickapic={data}", "sampler.steps=2",
                                                                     "sampler.batch=4"]
+    sets.append("npo.optimizer=adamw")  # the SD1.5 recipe's 8-bit AdamW needs the optional bitsandbytes
     result = CliRunner().invoke(app, ["run", "--model", str(folder), "--methods", "dpo,npo", "--suite", str(prompts),
                                       "--seeds", "0", "--rewards", "oracle", "--device", "cpu", "--db", str(db),
                                       *[x for s in sets for x in ("--set", s)]])
