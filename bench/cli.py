@@ -57,6 +57,9 @@ def run(
     set_: Annotated[list[str], typer.Option("--set", help="Override a setting: method.field=value, "
                                              "sampler.steps=30, data.pickapic=DIR. Repeatable.")] = [],
     device: Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, or auto.")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, bf16, fp16 (weights of the frozen parts, autocast of training; "
+                                           "master weights stay fp32), or auto: bf16 for sd15/sdxl on a GPU, "
+                                           "else fp32.")] = "auto",
     processes: Annotated[int, typer.Option(help="Local processes, through accelerate's launcher (one per GPU; on "
                                            "CPU they share the cores). Same as `accelerate launch --multi_gpu "
                                            "--num_processes N -m bench run ...`.")] = 1,
@@ -75,7 +78,8 @@ def run(
             raise UsageError(f"--processes must be >= 1, got {processes}")
         if processes > 1 and distributed.launched_world() > 1:
             raise UsageError("--processes starts its own launch; under `accelerate launch` leave it out")
-        the_plan = planning.make_plan(methods, model, suite, seeds, rewards, db, parse_sets(set_), device, vae)
+        the_plan = planning.make_plan(methods, model, suite, seeds, rewards, db, parse_sets(set_), device, vae,
+                                       precision)
         planning.preflight(the_plan)
     except (UsageError, KeyError) as e:
         _fail_usage(e)
@@ -83,6 +87,7 @@ def run(
         args = [*(["--methods", methods] if methods else []), "--model", model, *(["--vae", vae] if vae else []),
                 "--suite", suite, "--seeds", seeds,
                 *(["--rewards", rewards] if rewards else []), "--db", str(db), "--device", device,
+                "--precision", precision,
                 *(a for s in set_ for a in ("--set", s))]
         raise typer.Exit(distributed.launch(processes, args, device))
     procs = distributed.Processes.from_env(device)

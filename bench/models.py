@@ -18,6 +18,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TINY_PRESETS = {"tiny": "default", "tiny-micro": "micro"}
 HUB_ALIASES = {
@@ -161,12 +162,12 @@ def _folder_hash(folder: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def load_pipeline(folder: Path, device: str = "cpu", vae: Path | None = None):
+def load_pipeline(folder: Path, device: str = "cpu", vae: Path | None = None, dtype: Any = None):
     """The single loader: every scale, tiny included, goes through ``from_pretrained``; ``vae``: an
-    AutoencoderKL folder that replaces the pipeline's own."""
+    AutoencoderKL folder that replaces the pipeline's own; ``dtype``: the weights' dtype (default float32)."""
     from diffusers import AutoencoderKL, DiffusionPipeline
 
-    extra = {"vae": AutoencoderKL.from_pretrained(str(vae), local_files_only=True)} if vae else {}
-    pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True, **extra)
+    extra = {"vae": AutoencoderKL.from_pretrained(str(vae), local_files_only=True, torch_dtype=dtype)} if vae else {}
+    pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True, torch_dtype=dtype, **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

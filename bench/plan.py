@@ -39,6 +39,23 @@ class DataConfig:
     captioned: str = ""  # parquet shard(s) with caption + jpg_0 for label-free methods
 
 
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # --precision -> torch dtype name
+
+
+def _precision_key(precision: str) -> dict[str, str]:
+    """What precision adds to a run's identity: nothing for fp32, so fp32 runs keep their ids."""
+    return {} if precision == "fp32" else {"precision": precision}
+
+
+def resolve_precision(precision: str, device: str, family: str) -> str:
+    """``auto``: bf16 for real models on a GPU (what the official recipes train in), else fp32."""
+    if precision == "auto":
+        return "bf16" if device.startswith("cuda") and family != "tiny" else "fp32"
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision}: unknown; available: auto, {', '.join(PRECISIONS)}")
+    return precision
+
+
 @dataclass(frozen=True)
 class RunSpec:
     method: str
@@ -51,11 +68,13 @@ class RunSpec:
     artifact_hash: str
     sampler_key: str
     sample: bool = True  # False for a method run only to train what another one stacks on
+    precision: str = "fp32"  # PRECISIONS key: the dtype the pipeline runs and autocast computes in
 
     @property
     def config(self) -> dict[str, Any]:
         return {"method": self.method, "method_config": dataclasses.asdict(self.cfg), "model": self.model.name,
-                "model_revision": self.model_revision, "sampler": dataclasses.asdict(self.sampler)}
+                "model_revision": self.model_revision, "sampler": dataclasses.asdict(self.sampler),
+                **_precision_key(self.precision)}
 
     @property
     def config_json(self) -> str:
@@ -72,6 +91,7 @@ class Plan:
     data: DataConfig
     device: str = "cpu"
     notes: list[str] = field(default_factory=list)
+    precision: str = "fp32"
 
     @property
     def results_dir(self) -> Path:
@@ -87,21 +107,25 @@ def _model_revision(spec: models.ModelSpec) -> str:
 
 
 def method_spec(method_id: str, cfg: MethodConfig, model: models.ModelSpec, revision: str,
-                sampler: SamplerConfig, sample: bool = True, parents: dict[str, str] | None = None) -> RunSpec:
+                sampler: SamplerConfig, sample: bool = True, parents: dict[str, str] | None = None,
+                precision: str = "fp32") -> RunSpec:
     cls = methods.get(method_id)
     identity = {"method": method_id, "cfg": dataclasses.asdict(cfg), "model": revision,
-                "sampler": sampler.key_fields(), "parents": parents or {}}
+                "sampler": sampler.key_fields(), "parents": parents or {}, **_precision_key(precision)}
     train_parents = (parents or {}) if cls.trains_on_parents else {}
-    train_identity = {"method": method_id, "train": cfg.train_fields(), "model": revision, "parents": train_parents}
+    train_identity = {"method": method_id, "train": cfg.train_fields(), "model": revision, "parents": train_parents,
+                      **_precision_key(precision)}
     model_short = model.name if model.tiny_preset or "/" not in model.name else model.name.split("/")[-1]
     return RunSpec(method_id, cls, cfg, model, revision, sampler,
                    run_id=f"{method_id}-{Path(model_short).name}-{config_hash(identity)[:8]}",
-                   artifact_hash=config_hash(train_identity), sampler_key=config_hash([revision, sampler.key_fields()]),
-                   sample=sample)
+                   artifact_hash=config_hash(train_identity),
+                   sampler_key=config_hash([revision, sampler.key_fields(), *_precision_key(precision).values()]),
+                   sample=sample, precision=precision)
 
 
 def make_plan(method_names: str | None, model: str, suite: str, seeds: str, rewards: str | None, db: Path,
-              sets: dict[str, dict[str, str]], device: str = "cpu", vae: str | None = None) -> Plan:
+              sets: dict[str, dict[str, str]], device: str = "cpu", vae: str | None = None,
+              precision: str = "auto") -> Plan:
     seed_list = parse_seeds(seeds)
     chosen = parse_list(method_names, methods.available(), "methods") or methods.available()
     try:
@@ -117,6 +141,7 @@ def make_plan(method_names: str | None, model: str, suite: str, seeds: str, rewa
     sampler = build_config(SamplerConfig, SAMPLER_DEFAULTS[spec.family], sets.get("sampler", {}), "sampler")
     data = build_config(DataConfig, {}, sets.get("data", {}), "data")
     revision = _model_revision(spec)
+    precision = resolve_precision(precision, device, spec.family)
     notes = []
     if "base" not in chosen:
         chosen = ["base", *chosen]
@@ -136,7 +161,7 @@ def make_plan(method_names: str | None, model: str, suite: str, seeds: str, rewa
             if need not in methods.available():
                 raise UsageError(f"{mid} stacks on unknown method {need!r}; available: {', '.join(methods.available())}")
             parents[need] = add(need, sample=need in chosen, stack=(*stack, mid)).artifact_hash
-        specs[mid] = method_spec(mid, cfg, spec, revision, sampler, sample, parents)
+        specs[mid] = method_spec(mid, cfg, spec, revision, sampler, sample, parents, precision)
         return specs[mid]
 
     for mid in chosen:
@@ -144,7 +169,7 @@ def make_plan(method_names: str | None, model: str, suite: str, seeds: str, rewa
     for mid in specs:  # a dependency that was also asked for is sampled
         if mid in chosen and not specs[mid].sample:
             specs[mid] = dataclasses.replace(specs[mid], sample=True)
-    return Plan(list(specs.values()), suite_obj, seed_list, reward_list, Path(db), data, device, notes)
+    return Plan(list(specs.values()), suite_obj, seed_list, reward_list, Path(db), data, device, notes, precision)
 
 
 def preflight(plan: Plan) -> None:

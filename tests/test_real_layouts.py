@@ -4,6 +4,8 @@ scoring, through the loader that reads real checkpoints."""
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pytest
 from run_inputs import run_inputs
@@ -66,3 +68,34 @@ def test_vae_replaces_the_pipelines_own_and_is_part_of_the_revision(tiny_sdxl_di
         models.resolve(str(tiny_sdxl_dir), str(tmp_path))
     with pytest.raises(models.ModelError, match="no such folder"):
         models.resolve(str(tiny_sdxl_dir), str(tmp_path / "nowhere"))
+
+
+def test_precision_is_part_of_a_runs_identity_and_auto_picks_bf16_for_real_models_on_a_gpu(tiny_sd_dir, tmp_path):
+    from bench.plan import make_plan
+
+    def plan(**kw):
+        return make_plan("dpo", str(tiny_sd_dir), "tiny-eval", "0", "oracle", tmp_path / "bench.duckdb", {}, **kw)
+
+    fp32, bf16 = plan(precision="fp32"), plan(precision="bf16")
+    assert plan().precision == "fp32" and plan(device="cuda").precision == "bf16"  # auto: CPU / GPU
+    assert make_plan("dpo", "tiny-micro", "tiny-eval", "0", "oracle", tmp_path / "b.duckdb", {},
+                     device="cuda").precision == "fp32"  # the tiny world trains in fp32 everywhere
+    assert fp32.runs[0].config == plan().runs[0].config and "precision" not in fp32.runs[0].config  # fp32 ids kept
+    for a, b in zip(fp32.runs, bf16.runs):
+        assert (a.run_id, a.artifact_hash, a.sampler_key) != (b.run_id, b.artifact_hash, b.sampler_key)
+        assert b.config["precision"] == "bf16"
+
+
+def test_bench_run_in_bf16_finishes_and_records_its_precision(tiny_sd_dir, tmp_path):
+    prompts, data = run_inputs(tmp_path / "inputs")
+    db = tmp_path / "results" / "bench.duckdb"
+    sets = [f"dpo.{f}" for f in SHORT] + [f"data.pickapic={data}", "sampler.steps=2", "sampler.batch=4"]
+    result = CliRunner().invoke(app, ["run", "--model", str(tiny_sd_dir), "--methods", "dpo", "--suite", str(prompts),
+                                      "--seeds", "0", "--rewards", "oracle", "--device", "cpu", "--precision", "bf16",
+                                      "--db", str(db), *[x for s in sets for x in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert dict(con.execute("SELECT method, status FROM runs").fetchall()) == {"base": "done", "dpo": "done"}
+        config = con.execute("SELECT config_json FROM runs WHERE method = 'dpo'").fetchone()[0]
+        assert con.execute("SELECT count(*) FROM scores WHERE isfinite(value)").fetchone()[0] == 2 * 12
+    assert json.loads(config)["precision"] == "bf16"
