@@ -18,7 +18,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 TINY_PRESETS = {"tiny": "default", "tiny-micro": "micro"}
 HUB_ALIASES = {
@@ -63,10 +63,29 @@ def _missing_files(folder: Path) -> list[str]:
     return [f for f in need if not (folder / f).is_file()]
 
 
-def _download_hint(repo_id: str) -> str:
-    return (f"on a machine with network access run:\n  hf download {repo_id} --exclude '*.ckpt' '*.bin' "
-            f"'*non_ema*'\nthen copy the Hugging Face cache (~/.cache/huggingface/hub) here, or pass the "
-            f"downloaded folder with --model PATH")
+def _missing_vae_files(folder: Path) -> list[str]:
+    return [f for f in VAE_FILES if not (folder / f).is_file()]
+
+
+def _download_hint(repo_id: str, files: str, option: str) -> str:
+    return (f"on a machine with network access run:\n  hf download {repo_id} {files}\nthen copy the Hugging Face "
+            f"cache (~/.cache/huggingface/hub) here, or pass the downloaded folder with {option} PATH")
+
+
+def _cached(kind: str, name: str, repo_id: str, needed: str, missing: Callable[[Path], list[str]], hint: str) -> Path:
+    """The snapshot of ``repo_id`` in the local Hugging Face cache, holding every file ``missing`` looks for."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        raise ModelError(f"{kind} {name!r} ({repo_id}) is not in the local Hugging Face cache; needed: {needed}; "
+                         + hint) from None
+    lacks = missing(folder)
+    if lacks:
+        raise ModelError(f"{kind} {repo_id} in the local cache lacks {', '.join(lacks)}; " + hint)
+    return folder
 
 
 def resolve(name: str, vae: str | None = None) -> ModelSpec:
@@ -83,7 +102,7 @@ def resolve(name: str, vae: str | None = None) -> ModelSpec:
 def _resolve_vae(name: str) -> Path:
     path = Path(name).expanduser()
     if path.exists():
-        missing = [f for f in VAE_FILES if not (path / f).is_file()]
+        missing = _missing_vae_files(path)
         if missing:
             raise ModelError(f"--vae {name}: not a diffusers AutoencoderKL folder; missing {', '.join(missing)}")
         return path.resolve()
@@ -93,20 +112,8 @@ def _resolve_vae(name: str) -> Path:
     if "/" not in repo_id:
         raise ModelError(f"unknown VAE {name!r}; available: {', '.join(VAE_ALIASES)}, a folder, or a repo id "
                          f"already in the local Hugging Face cache")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    hint = (f"on a machine with network access run:\n  hf download {repo_id} {' '.join(VAE_FILES)}\n"
-            f"then copy the Hugging Face cache (~/.cache/huggingface/hub) here, or pass the folder with --vae PATH")
-    try:
-        folder = Path(snapshot_download(repo_id, local_files_only=True))
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        raise ModelError(f"VAE {name!r} ({repo_id}) is not in the local Hugging Face cache; needed: "
-                         f"{', '.join(VAE_FILES)}; " + hint) from None
-    missing = [f for f in VAE_FILES if not (folder / f).is_file()]
-    if missing:
-        raise ModelError(f"VAE {repo_id} in the local cache lacks {', '.join(missing)}; " + hint)
-    return folder
+    return _cached("VAE", name, repo_id, ", ".join(VAE_FILES), _missing_vae_files,
+                   _download_hint(repo_id, " ".join(VAE_FILES), "--vae"))
 
 
 def _resolve_model(name: str) -> ModelSpec:
@@ -124,18 +131,9 @@ def _resolve_model(name: str) -> ModelSpec:
     if "/" not in repo_id:
         raise ModelError(f"unknown model {name!r}; available: {', '.join(available())}, a local diffusers "
                          f"folder, or a Hugging Face repo id already in the local cache")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        folder = Path(snapshot_download(repo_id, local_files_only=True))
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        raise ModelError(f"model {name!r} ({repo_id}) is not in the local Hugging Face cache; needed: "
-                         f"{', '.join(REQUIRED)} and the weights of unet/, vae/, text_encoder/; "
-                         + _download_hint(repo_id)) from None
-    missing = _missing_files(folder)
-    if missing:
-        raise ModelError(f"model {repo_id} in the local cache lacks {', '.join(missing)}; " + _download_hint(repo_id))
+    folder = _cached("model", name, repo_id,
+                     f"{', '.join(REQUIRED)} and the weights of unet/, vae/, text_encoder/", _missing_files,
+                     _download_hint(repo_id, "--exclude '*.ckpt' '*.bin' '*non_ema*'", "--model"))
     return ModelSpec(name, _family(folder), folder=folder, repo_id=repo_id)
 
 
