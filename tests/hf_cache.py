@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 COMMIT = "feedfacefeedfacefeedfacefeedfacefeedface"
 
 
@@ -19,3 +21,14 @@ def snapshot(cache: Path, repo: str, commit: str = COMMIT, kind: str = "model", 
     for f in sorted(files.iterdir()) if files else ():
         (snap / f.name).write_bytes(f.read_bytes())
     return snap
+
+
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root_env: str, root: str) -> dict[str, Path]:
+    """An empty Hugging Face cache ("cache") and local root ("root", named by ``root_env``), both
+    created: nothing of the machine's is visible."""
+    dirs = {"cache": tmp_path / "hf", "root": tmp_path / root}
+    for d in dirs.values():
+        d.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(dirs["cache"]))
+    monkeypatch.setenv(root_env, str(dirs["root"]))
+    return dirs

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_cache import snapshot
+from hf_cache import isolated, snapshot
 from metrics.core import weights as w
 
 SRC = w.Source("owner/model", ("config.json", "weights.bin"))
@@ -14,10 +14,7 @@ SRC = w.Source("owner/model", ("config.json", "weights.bin"))
 
 @pytest.fixture(autouse=True)
 def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    dirs = {"cache": tmp_path / "hf", "root": tmp_path / "local"}
-    monkeypatch.setenv("HF_HUB_CACHE", str(dirs["cache"]))
-    monkeypatch.setenv(w.WEIGHTS_ENV, str(dirs["root"]))
-    return dirs
+    return isolated(tmp_path, monkeypatch, w.WEIGHTS_ENV, "local")
 
 
 def put(folder: Path, *names: str, content: bytes = b"x") -> Path:

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 import tiny_pipelines
-from hf_cache import snapshot
+from hf_cache import isolated, snapshot
 from metrics.core import preprocess
 
 OPENAI_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])
@@ -34,13 +34,7 @@ def normalised(*rgb: float) -> torch.Tensor:
 
 @pytest.fixture(autouse=True)
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """An empty Hugging Face cache and local weights root: nothing of the machine's is visible."""
-    dirs = {"cache": tmp_path / "hf", "root": tmp_path / "weights"}
-    for d in dirs.values():
-        d.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(dirs["cache"]))
-    monkeypatch.setenv("BENCH_WEIGHTS", str(dirs["root"]))
-    return dirs
+    return isolated(tmp_path, monkeypatch, "BENCH_WEIGHTS", "weights")
 
 
 def images() -> list[Image.Image]:

@@ -9,15 +9,12 @@ from pathlib import Path
 import pytest
 
 from bench import suites
-from hf_cache import snapshot
+from hf_cache import isolated, snapshot
+
 
 @pytest.fixture(autouse=True)
 def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """An empty Hugging Face cache and prompts root: nothing of the machine's is visible."""
-    dirs = {"cache": tmp_path / "hf", "root": tmp_path / "prompts"}
-    monkeypatch.setenv("HF_HUB_CACHE", str(dirs["cache"]))
-    monkeypatch.setenv(suites.PROMPTS_ENV, str(dirs["root"]))
-    return dirs
+    return isolated(tmp_path, monkeypatch, suites.PROMPTS_ENV, "prompts")
 
 
 PARTI = ("Prompt\tCategory\tChallenge\tNote\n"
