@@ -94,6 +94,13 @@ class Plan:
     precision: str = "fp32"
 
     @property
+    def torch_dtype(self) -> Any:
+        """The torch dtype of ``precision``: the pipeline's weights and training's autocast."""
+        import torch
+
+        return getattr(torch, PRECISIONS[self.precision])
+
+    @property
     def results_dir(self) -> Path:
         return self.db.parent
 

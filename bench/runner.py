@@ -90,8 +90,7 @@ class Runner:
         if self._pipe is None:
             spec = self.plan.runs[0].model
             folder = spec.folder or self.world_folder() / "pipeline"
-            dtype = getattr(torch, planning.PRECISIONS[self.plan.precision])
-            self._pipe = load_pipeline(folder, self.plan.device, spec.vae, dtype)
+            self._pipe = load_pipeline(folder, self.plan.device, spec.vae, self.plan.torch_dtype)
         return self._pipe
 
     def artifacts(self, method_id: str) -> Path:

@@ -101,8 +101,7 @@ class TrainingInputs:
                 log: Callable[[int, dict[str, float]], None]) -> TrainContext:
         keep_ties = bool(getattr(spec.cfg, "keep_ties", False))
         return TrainContext(
-            pipe=self._pipe(), device=torch.device(self.plan.device),
-            dtype=getattr(torch, planning.PRECISIONS[self.plan.precision]), out_dir=out_dir,
+            pipe=self._pipe(), device=torch.device(self.plan.device), dtype=self.plan.torch_dtype, out_dir=out_dir,
             seed=int(getattr(spec.cfg, "seed", 0)), pairs=lambda: self.pairs(keep_ties), images=self.images,
             prompts=self.prompts, reward=self.reward, log=log,
             progress=lambda done, total: self.progress(f"train {spec.method}", done, total), artifacts=artifacts,

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.plan import PRECISIONS  # noqa: E402  (the names --precision takes)
 
 # The official UNet configs (stable-diffusion-v1-5 unet/config.json; SDXL base 1.0 unet/config.json).
 UNETS = {
@@ -49,7 +50,6 @@ UNETS = {
              "projection_class_embeddings_input_dim": 2816},
 }
 TEXT = {"sd15": (77, 768, 0), "sdxl": (77, 2048, 1280)}  # tokens, width, pooled width
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PLAN = [  # (weights, optimizer, gradient checkpointing)
     ("full", "adamw", False), ("full", "adamw", True), ("full", "adafactor", True),
     ("lora r8", "adamw", False), ("lora r8", "adamw", True),
@@ -65,7 +65,7 @@ def one(model: str, weights: str, optimizer: str, checkpointing: bool, pairs: in
     from methods.core.api import Cond, PairData
     from methods.core.pairs import attach_lora, make_optimizer, pair_errors
 
-    dev, dt = torch.device(device), DTYPES[dtype]
+    dev, dt = torch.device(device), getattr(torch, PRECISIONS[dtype])
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     with dev:  # initialised where it trains (fast on a GPU); fp32 master weights
@@ -119,7 +119,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", choices=list(UNETS), default="sd15")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="autocast dtype (weights stay fp32)")
+    ap.add_argument("--dtype", choices=list(PRECISIONS), default="fp32", help="autocast dtype (weights stay fp32)")
     ap.add_argument("--pairs", type=int, default=1, help="pairs per micro-batch (2x images through the UNet)")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per configuration")
     ap.add_argument("--only", type=int, default=None, help=argparse.SUPPRESS)  # a child process: one PLAN row
