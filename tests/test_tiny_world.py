@@ -105,6 +105,23 @@ def test_micro_world_is_a_stable_diffusion_folder(micro_world):
     assert 0 <= manifest["classifier_accuracy"] <= 1 and manifest["times"]["total_s"] > 0
 
 
+def test_new_preset_knobs_keep_existing_worlds_and_shape_the_unet():
+    from dataclasses import replace
+
+    from bench.tiny import pretrain
+
+    # Cached worlds are named by these hashes (and results rows carry them): a new knob must not rename them.
+    assert prepare.preset_hash(pretrain.PRESETS["default"]) == "310f486e00"
+    assert prepare.preset_hash(pretrain.PRESETS["micro"]) == "890f76b43b"
+    variant = replace(pretrain.PRESETS["micro"], unet_cross_attention=(0, 1, 1), unet_heads=1)
+    assert prepare.preset_hash(variant) != prepare.preset_hash(pretrain.PRESETS["micro"])
+    special = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+    unet, _ = pretrain.build_unet_and_text_encoder(variant, 40, special)
+    assert unet.config.down_block_types == ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    assert unet.config.up_block_types == ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    assert unet.config.attention_head_dim == 1
+
+
 def test_corrupted_cache_is_rebuilt(tmp_path):
     messages = []
     folder = prepare.ensure(tmp_path, "micro", log=messages.append)

@@ -35,8 +35,14 @@ def preset(name: str) -> pretrain.Preset:
     return pretrain.PRESETS[name]
 
 
+# Preset fields added after the first worlds were built, with the value those worlds had built in. A field at
+# that value stays out of the hash, so adding a knob never renames (and rebuilds) an existing cached world.
+IMPLICIT_V1 = {"unet_cross_attention": (1, 1, 0), "unet_heads": 8}
+
+
 def preset_hash(p: pretrain.Preset) -> str:
-    blob = json.dumps(dataclasses.asdict(p), sort_keys=True) + "|world-v1"
+    fields = {k: v for k, v in dataclasses.asdict(p).items() if IMPLICIT_V1.get(k, object()) != v}
+    blob = json.dumps(fields, sort_keys=True) + "|world-v1"
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

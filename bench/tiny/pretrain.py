@@ -38,7 +38,9 @@ class Preset:
     vae_lr: float = 3e-3
     classifier_steps: int = 800
     classifier_batch: int = 64
-    unet_channels: tuple[int, ...] = (32, 64, 64)
+    unet_channels: tuple[int, ...] = (32, 64, 64)  # latent 8x8 -> 4x4 -> 2x2
+    unet_cross_attention: tuple[int, ...] = (1, 1, 0)  # per level: 1 = transformer block (self + text attention)
+    unet_heads: int = 8
     text_hidden: int = 64
     unet_steps: int = 3600
     unet_batch: int = 32
@@ -168,12 +170,14 @@ def build_unet_and_text_encoder(p: Preset, vocab_size: int, special: dict[str, i
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(p.seed + 4)
+    attn = p.unet_cross_attention
+    # diffusers reads attention_head_dim as the number of heads (a misnomer it keeps for old configs).
     unet = UNet2DConditionModel(
         sample_size=world.IMAGE_SIZE // 2 ** (len(p.vae_channels) - 1), in_channels=p.latent_channels,
         out_channels=p.latent_channels, block_out_channels=p.unet_channels, layers_per_block=1,
-        norm_num_groups=min(p.unet_channels) // 2, cross_attention_dim=p.text_hidden, attention_head_dim=8,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        norm_num_groups=min(p.unet_channels) // 2, cross_attention_dim=p.text_hidden, attention_head_dim=p.unet_heads,
+        down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn),
+        up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
     )
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=vocab_size, hidden_size=p.text_hidden, intermediate_size=2 * p.text_hidden,
