@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from bench import models, prefdata
-from bench.tiny import data, prepare, world
+from bench.tiny import data, prepare, pretrain, world
 from bench.tiny.annotator import Annotator, agreement
 from bench.tiny.tokenizer import build_tokenizer
 from metrics import oracle
@@ -106,10 +107,6 @@ def test_micro_world_is_a_stable_diffusion_folder(micro_world):
 
 
 def test_new_preset_knobs_keep_existing_worlds_and_shape_the_unet():
-    from dataclasses import replace
-
-    from bench.tiny import pretrain
-
     # Cached worlds are named by these hashes (and results rows carry them): a new knob must not rename them.
     assert prepare.preset_hash(pretrain.PRESETS["default"]) == "310f486e00"
     assert prepare.preset_hash(pretrain.PRESETS["micro"]) == "890f76b43b"

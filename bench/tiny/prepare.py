@@ -41,7 +41,7 @@ IMPLICIT_V1 = {"unet_cross_attention": (1, 1, 0), "unet_heads": 8}
 
 
 def preset_hash(p: pretrain.Preset) -> str:
-    fields = {k: v for k, v in dataclasses.asdict(p).items() if IMPLICIT_V1.get(k, object()) != v}
+    fields = {k: v for k, v in dataclasses.asdict(p).items() if not (k in IMPLICIT_V1 and IMPLICIT_V1[k] == v)}
     blob = json.dumps(fields, sort_keys=True) + "|world-v1"
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
