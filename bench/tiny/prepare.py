@@ -35,14 +35,12 @@ def preset(name: str) -> pretrain.Preset:
     return pretrain.PRESETS[name]
 
 
-# Preset fields added after the first worlds were built, with the value those worlds had built in. A field at
-# that value stays out of the hash, so adding a knob never renames (and rebuilds) an existing cached world.
-IMPLICIT_V1 = {"unet_cross_attention": (1, 1, 0), "unet_heads": 8}
+# Bumped when code changes the weights a preset trains to (v2: fused AdamW), so older caches are never reused.
+WORLD_VERSION = "world-v2"
 
 
 def preset_hash(p: pretrain.Preset) -> str:
-    fields = {k: v for k, v in dataclasses.asdict(p).items() if not (k in IMPLICIT_V1 and IMPLICIT_V1[k] == v)}
-    blob = json.dumps(fields, sort_keys=True) + "|world-v1"
+    blob = json.dumps(dataclasses.asdict(p), sort_keys=True) + "|" + WORLD_VERSION
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

@@ -36,21 +36,22 @@ class Preset:
     vae_steps: int = 2000
     vae_batch: int = 32
     vae_lr: float = 3e-3
-    classifier_steps: int = 800
+    classifier_steps: int = 600
     classifier_batch: int = 64
     unet_channels: tuple[int, ...] = (32, 64, 64)  # latent 8x8 -> 4x4 -> 2x2
     unet_cross_attention: tuple[int, ...] = (1, 1, 0)  # per level: 1 = transformer block (self + text attention)
-    unet_heads: int = 8
+    unet_heads: int = 1  # one 32/64-wide head: as good as eight narrow ones here, and 24% cheaper
     text_hidden: int = 64
-    unet_steps: int = 3600
-    unet_batch: int = 32
+    unet_steps: int = 3000
+    unet_batch: int = 64
     unet_lr: float = 3e-3
     min_snr_gamma: float = 5.0
+    timesteps: str = "logit-normal"  # training timesteps: "logit-normal" (mid-noise, where shapes form) or "uniform"
     ema_decay: float = 0.995
     caption_dropout: float = 0.1  # empty caption, the pipeline's unconditional prompt
     # Derived data (bench/tiny/data.py): not part of the pipeline, but of the world's cache key.
     n_pairs: int = 2000  # tiny-pickapic pairs sampled from the base model
-    pickscore_steps: int = 1000
+    pickscore_steps: int = 700
 
 
 PRESETS = {
@@ -79,7 +80,7 @@ def _batches(n: int, batch: int, steps: int, g: torch.Generator):
 
 
 def _optimizer(params, lr: float, total: int, warmup: int):
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, fused=True)  # one kernel per step: ~8% of a denoiser step
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, total, warmup))
     return opt, sched
 
@@ -222,7 +223,7 @@ def train_denoiser(p: Preset, latents: torch.Tensor, caption_ids: torch.Tensor, 
         drop = torch.rand(len(idx), generator=g) < p.caption_dropout
         cap = torch.where(drop, torch.full_like(cap, empty), cap)
         noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(idx),), generator=g)
+        t = sample_timesteps(p.timesteps, len(idx), noise_sched.config.num_train_timesteps, g)
         xt = noise_sched.add_noise(x0, noise, t)
         enc = text_encoder(tokens[cap]).last_hidden_state
         pred = unet(xt, t, encoder_hidden_states=enc).sample
@@ -237,6 +238,17 @@ def train_denoiser(p: Preset, latents: torch.Tensor, caption_ids: torch.Tensor, 
             torch._foreach_lerp_(ema_params, params, 1 - decay)
         progress("denoiser", step + 1, p.unet_steps)
     return ema_unet.eval(), ema_text.eval()
+
+
+def sample_timesteps(kind: str, n: int, total: int, g: torch.Generator) -> torch.Tensor:
+    """Training timesteps in [0, total). "logit-normal": t / total = sigmoid(N(0, 1)), the density SD3 trains
+    with; at 8x8 latents it puts the steps where shapes form (base fidelity 0.825 against 0.777 with "uniform",
+    denoiser-only runs of 3000 steps on one autoencoder)."""
+    if kind == "uniform":
+        return torch.randint(0, total, (n,), generator=g)
+    if kind == "logit-normal":
+        return (torch.sigmoid(torch.randn(n, generator=g)) * total).long().clamp(0, total - 1)
+    raise ValueError(f"unknown timestep sampling {kind!r}; available: uniform, logit-normal")
 
 
 def scheduler_config() -> dict:
