@@ -2,7 +2,7 @@
 
     python benchmarks/tiny_world.py                        # the default preset, cached under /tmp
     python benchmarks/tiny_world.py --set unet_steps=2000  # a variant of it (its own cache folder)
-    python benchmarks/tiny_world.py --set unet_heads=1 --set unet_batch=64 --set unet_steps=3000
+    python benchmarks/tiny_world.py --set timesteps=uniform  # uniform training timesteps, for comparison
     python benchmarks/tiny_world.py --preset micro --seeds 4
 
 Builds the world cold (unless its folder already exists under --results), then samples the base
