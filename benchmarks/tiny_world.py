@@ -4,6 +4,7 @@
     python benchmarks/tiny_world.py --set unet_steps=2000  # a variant of it (its own cache folder)
     python benchmarks/tiny_world.py --set timesteps=uniform  # uniform training timesteps, for comparison
     python benchmarks/tiny_world.py --preset micro --seeds 4
+    python benchmarks/tiny_world.py --curve 1500,2000,2500  # also: fidelity against preparation minutes
 
 Builds the world cold (unless its folder already exists under --results), then samples the base
 model on every ``tiny-eval`` prompt with ``--seeds`` seeds through the same sampler as ``bench run``
@@ -14,6 +15,10 @@ and prints one table. Definitions (issue 2):
   by at least half the within-prompt oracle std (pooled over prompts); "gated" picks the best among
   fidelity-correct samples only (a prompt with none counts as a failure);
 - agreement: the annotator's non-tied labels that follow the oracle order on tiny-pickapic.
+
+``--curve`` retrains the world's denoiser for each listed step count on the world's own autoencoder,
+classifier and tokenizer (what a whole build of that variant trains, since those stages do not depend
+on the denoiser's steps) and prints fidelity against the preparation minutes that variant would take.
 """
 
 from __future__ import annotations
@@ -57,11 +62,10 @@ def build(results: Path, p: pretrain.Preset) -> tuple[Path, Any, dict[str, float
     manifest = json.loads((folder / prepare.MANIFEST).read_text())
     times.update(manifest["times"])
     pipe = models.load_pipeline(folder / "pipeline")
-    for name, make in (("pairs_s", lambda: data.ensure_pairs(folder, pipe, p.n_pairs)),
-                       ("pickscore_s", lambda: data.ensure_pickscore(folder, pipe, p.n_pairs, p.pickscore_steps))):
-        t = time.perf_counter()
-        make()
-        times[name] = time.perf_counter() - t
+    data.ensure_pickscore(folder, pipe, p.n_pairs, p.pickscore_steps)  # and tiny-pickapic before it
+    # Each stage records its own seconds, so a re-run on a built world reports the first build's times.
+    times["pairs_s"] = json.loads((folder / "pickapic" / "stats.json").read_text())["seconds"]
+    times["pickscore_s"] = _pickscore_meta(folder)["train_s"]
     return folder, pipe, times
 
 
@@ -100,6 +104,32 @@ def vae_fidelity(pipe: Any, scorer: fidelity.Fidelity, per_caption: int = 4) -> 
     return float(faithful(scorer, rec, [evals[i].text for i in idx]).mean())
 
 
+def fidelity_curve(pipe: Any, p: pretrain.Preset, steps: list[int], scorer: fidelity.Fidelity, seeds: int,
+                   times: dict[str, float]) -> list[tuple[int, float, float, float]]:
+    """(denoiser steps, denoiser s, estimated preparation min, base fidelity) per step count; the preset's
+    own count reads its world's measured times."""
+    caps = world.all_captions()
+    images, idx = world.render_dataset(caps, p.images_per_caption, seed=p.seed)
+    latents = pretrain.encode_latents(pipe.vae, images)
+    others = times["total_s"] - times["denoiser_s"] + times["pairs_s"] + times["pickscore_s"]
+    rows = []
+    for n in sorted(set(steps) | {p.unet_steps}):
+        if n == p.unet_steps:
+            variant, seconds = pipe, times["denoiser_s"]
+        else:
+            t = time.perf_counter()
+            unet, text = pretrain.train_denoiser(dataclasses.replace(p, unet_steps=n), latents, torch.tensor(idx),
+                                                 [c.text for c in caps], pipe.tokenizer, lambda *a: None)
+            seconds = time.perf_counter() - t
+            with tempfile.TemporaryDirectory() as tmp:  # saved and reloaded, as a built world is
+                prepare.save_pipeline(Path(tmp), unet, pipe.vae, text, pipe.tokenizer)
+                variant = models.load_pipeline(Path(tmp))
+        samples, prompts = sample_eval(variant, seeds)
+        ok = faithful(scorer, samples, [t for t in prompts for _ in range(seeds)])
+        rows.append((n, seconds, (others + seconds) / 60, float(ok.mean())))
+    return rows
+
+
 def _pickscore_meta(folder: Path) -> dict:
     return json.loads((folder / data.PICKSCORE / tiny_pickscore.VOCAB).read_text())
 
@@ -110,6 +140,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="preset field=value (tuples as 16,32,32)")
     ap.add_argument("--results", type=Path, default=Path(tempfile.gettempdir()) / "tiny-world-bench")
     ap.add_argument("--seeds", type=int, default=12, help="seeds per prompt (8 for best-of-8, the rest independent)")
+    ap.add_argument("--curve", default="", help="denoiser step counts for a fidelity-against-minutes table")
     args = ap.parse_args()
     torch.set_num_threads(2)
     p = _override(prepare.preset(args.preset), args.set)
@@ -142,6 +173,12 @@ def main() -> None:
     print(f"\n| {'measure':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
     for k, v in rows.items():
         print(f"| {k:<{width}} | {v} |")
+    if args.curve:
+        curve = fidelity_curve(pipe, p, [int(n) for n in args.curve.split(",")], scorer, args.seeds, times)
+        print(f"\n| denoiser steps | denoiser s | prepare min | base fidelity, seeds 0-{args.seeds - 1} |")
+        print("|---:|---:|---:|---:|")
+        for n, seconds, minutes, fid in curve:
+            print(f"| {n} | {seconds:.0f} | {minutes:.1f} | {fid:.3f} |")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pyarrow.parquet as pq
@@ -27,6 +28,28 @@ def test_generator_is_deterministic_and_seed_dependent():
     assert a.shape == (20, 3, 32, 32) and a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
+
+
+def test_shapes_tilt_within_the_bound():
+    # Large triangles, centred, crisp and clean: the apex (top row of the shape) sits above the centre,
+    # off the vertical axis by at most circumradius * sin(tilt), plus a pixel of rasterisation.
+    caps = [world.Caption("triangle", "red", "black", "large")] * 64
+    crisp = dict(max_offset=0.0, softness=(0.25, 0.25), noise=(0.0, 0.0), desaturation=(0.0, 0.0))
+    upright = world.render(caps, 3, world.FreeAttributes(max_tilt=0.0, **crisp))
+    assert torch.allclose(upright, upright.flip(3), atol=1e-5)  # no tilt: mirror-symmetric about the axis
+
+    def apex_offsets(images: torch.Tensor) -> torch.Tensor:
+        mask = images[:, 0] > 0.5
+        top = mask.any(dim=2).float().argmax(dim=1)  # first row with shape pixels
+        cols = torch.stack([mask[i, top[i]].float() for i in range(len(images))])
+        x = (cols * torch.arange(32.0)).sum(1) / cols.sum(1)
+        return (x - 15.5).abs()
+
+    tilted = apex_offsets(world.render(caps, 3, world.FreeAttributes(**crisp)))
+    turned = apex_offsets(world.render(caps, 3, world.FreeAttributes(max_tilt=180.0, **crisp)))
+    bound = 1.15 * 10.5 * math.sin(math.radians(15)) + 1.0
+    assert tilted.max() <= bound and tilted.max() > 0.5  # tilted, but within the bound
+    assert turned.max() > bound  # free turns leave it (the bound is not vacuous)
 
 
 def test_captions_split_into_disjoint_suites():
@@ -109,8 +132,8 @@ def test_micro_world_is_a_stable_diffusion_folder(micro_world):
 def test_world_names_are_pinned_and_preset_knobs_shape_the_unet():
     # Cached worlds are named by these hashes and results rows carry them: renaming a world (a preset
     # change, or WORLD_VERSION for a code change that moves the weights) must be a deliberate edit here.
-    assert prepare.preset_hash(pretrain.PRESETS["default"]) == "33e378efe2"
-    assert prepare.preset_hash(pretrain.PRESETS["micro"]) == "7e2a1f41f3"
+    assert prepare.preset_hash(pretrain.PRESETS["default"]) == "56fda5d012"
+    assert prepare.preset_hash(pretrain.PRESETS["micro"]) == "ae697eedc3"
     variant = replace(pretrain.PRESETS["micro"], unet_cross_attention=(0, 1, 1), unet_heads=8)
     assert prepare.preset_hash(variant) != prepare.preset_hash(pretrain.PRESETS["micro"])
     special = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}

@@ -58,6 +58,7 @@ def ensure_pairs(folder: Path, pipe, n_pairs: int, annotator: Annotator = Annota
     path = folder / PAIRS
     if _done(path):
         return path
+    start = time.perf_counter()
     train, _ = world.split_captions()
     captions = [train[i % len(train)].text for i in range(n_pairs)]
     seeds = [diffusion.seed_for("tiny-pickapic", i, side) for i in range(n_pairs) for side in (0, 1)]
@@ -70,7 +71,8 @@ def ensure_pairs(folder: Path, pipe, n_pairs: int, annotator: Annotator = Annota
              "label_1": 1.0 - float(label_0[i]), "ranking_id": i} for i in range(n_pairs)]
     prefdata.write_pickapic(path.with_name(path.name + ".tmp"), rows)
     stats = {"pairs": n_pairs, "ties": float((label_0 == 0.5).double().mean()),
-             "agreement_with_oracle": agreement(label_0, u0, u1), "annotator": asdict(annotator)}
+             "agreement_with_oracle": agreement(label_0, u0, u1), "annotator": asdict(annotator),
+             "seconds": time.perf_counter() - start}
     (path.parent / "stats.json").write_text(json.dumps(stats, indent=1))
     path.with_name(path.name + ".tmp").rename(path)
     return path
@@ -94,7 +96,9 @@ def ensure_pickscore(folder: Path, pipe, n_pairs: int, steps: int, progress: Pro
     out = folder / PICKSCORE
     if (out / tiny_pickscore.WEIGHTS).exists():
         return out
-    pairs = prefdata.read_pickapic(ensure_pairs(folder, pipe, n_pairs, progress=progress))
+    pairs_path = ensure_pairs(folder, pipe, n_pairs, progress=progress)
+    start = time.perf_counter()
+    pairs = prefdata.read_pickapic(pairs_path)
     to_t = lambda blobs: oracle.pil_to_tensor([prefdata.decode_image(b) for b in blobs])  # noqa: E731
     xw, xl = to_t(pairs.images_w), to_t(pairs.images_l)
     words = sorted({w for c in world.all_captions() for w in c.text.split()})
@@ -104,7 +108,6 @@ def ensure_pickscore(folder: Path, pipe, n_pairs: int, steps: int, progress: Pro
     net = tiny_pickscore.PreferenceNet(len(vocab))
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.01)
     g = torch.Generator().manual_seed(37)
-    start = time.perf_counter()
     def scores(x: torch.Tensor, rows: list[int]) -> torch.Tensor:
         w, o = tiny_pickscore.encode_words(vocab, [pairs.captions[r] for r in rows])
         return net(x, w, o)

@@ -42,7 +42,7 @@ class Preset:
     unet_cross_attention: tuple[int, ...] = (1, 1, 0)  # per level: 1 = transformer block (self + text attention)
     unet_heads: int = 1  # one 32/64-wide head: as good as eight narrow ones here, and 24% cheaper
     text_hidden: int = 64
-    unet_steps: int = 3000
+    unet_steps: int = 2500  # base fidelity 0.82/0.88/0.93/0.95 at 1500/2000/2500/3000 (tiny_world.py --curve)
     unet_batch: int = 64
     unet_lr: float = 3e-3
     min_snr_gamma: float = 5.0
@@ -102,9 +102,11 @@ def train_vae(p: Preset, images: torch.Tensor, progress: Progress):
     vae = build_vae(p)
     g = torch.Generator().manual_seed(p.seed + 1)
     opt, sched = _optimizer(vae.parameters(), p.vae_lr, p.vae_steps, 50)
-    vae.train()
+    # Channels-last: oneDNN's full-resolution convolutions run ~10% faster in it (the denoiser's 8x8 ones
+    # do not); the layout goes back to contiguous before saving.
+    vae.to(memory_format=torch.channels_last).train()
     for step, idx in enumerate(_batches(len(images), p.vae_batch, p.vae_steps, g)):
-        x = images[idx] * 2 - 1
+        x = (images[idx] * 2 - 1).contiguous(memory_format=torch.channels_last)
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
         rec = vae.decode(z).sample
@@ -115,11 +117,19 @@ def train_vae(p: Preset, images: torch.Tensor, progress: Progress):
         opt.step()
         sched.step()
         progress("autoencoder", step + 1, p.vae_steps)
-    vae.eval()
+    vae.to(memory_format=torch.contiguous_format).eval()
     with torch.no_grad():  # scale latents to unit variance, as SD's scaling_factor does
         sample = torch.cat([vae.encode(images[i:i + 512] * 2 - 1).latent_dist.mean for i in range(0, 2048, 512)])
     vae.register_to_config(scaling_factor=float(1.0 / sample.std()))
     return vae
+
+
+def encode_latents(vae, images: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """The denoiser's training data: the autoencoder's posterior means of (N, 3, H, W) images in [0, 1],
+    scaled by its scaling_factor."""
+    with torch.no_grad():
+        return torch.cat([vae.encode(images[i:i + chunk] * 2 - 1).latent_dist.mean
+                          for i in range(0, len(images), chunk)]) * vae.config.scaling_factor
 
 
 def blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -243,7 +253,7 @@ def train_denoiser(p: Preset, latents: torch.Tensor, caption_ids: torch.Tensor, 
 def sample_timesteps(kind: str, n: int, total: int, g: torch.Generator) -> torch.Tensor:
     """Training timesteps in [0, total). "logit-normal": t / total = sigmoid(N(0, 1)), the density SD3 trains
     with; at 8x8 latents it puts the steps where shapes form (base fidelity 0.825 against 0.777 with "uniform",
-    denoiser-only runs of 3000 steps on one autoencoder)."""
+    denoiser-only runs of 3000 steps on one autoencoder of world v2)."""
     if kind == "uniform":
         return torch.randint(0, total, (n,), generator=g)
     if kind == "logit-normal":
