@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from bench.store import Store
 
 
@@ -50,22 +52,26 @@ def main() -> None:
                    check=True, capture_output=True)
     rows = json.loads(out.read_text())
     rows = rows["rows"] if isinstance(rows, dict) else rows
-    runs = Store(db).query("SELECT run_id, method, train_s, sample_s, score_s FROM runs WHERE status = 'done'")
+    runs = Store(db).query("SELECT run_id, method, train_s, sample_s, score_s FROM runs WHERE status = 'done' "
+                           "ORDER BY method, created_at")
     base_sample = float(runs.loc[runs.method == "base", "sample_s"].max())
-    by = {(r["method"], r["reward"]): r for r in rows if r.get("suite") == "tiny-eval"}
+    by = {(r["run_id"], r["reward"]): r for r in rows if r.get("suite") == "tiny-eval"}
+    several = set(runs.method[runs.method.duplicated()])  # a store holding older configs of a method
 
     print(f"\nprepare (cached after the first time): {prepare_s:.0f} s; bench run: {run_s:.0f} s "
           f"({run_s / 60:.1f} min)\n")
     print("| method | train s | sample s | sample cost vs base | score s | oracle win vs base [95% CI] "
           "| oracle mean | fidelity | fidelity vs base |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for r in runs.sort_values("method").itertuples():
-        o, f = by.get((r.method, "oracle"), {}), by.get((r.method, "fidelity"), {})
+    for r in runs.itertuples():
+        o, f = by.get((r.run_id, "oracle"), {}), by.get((r.run_id, "fidelity"), {})
+        name = f"{r.method} ({r.run_id})" if r.method in several else r.method
+        train = "—" if pd.isna(r.train_s) else f"{r.train_s:.0f}"  # — : base, or a checkpoint reused
         win = (f"{o['win_rate']:.3f} [{o['ci_low']:.3f}, {o['ci_high']:.3f}]"
                if o.get("win_rate") is not None else "—")
         dfid = (f"{f['mean'] - f['base_mean']:+.3f}" if f.get("base_mean") is not None and r.method != "base"
                 else "—")
-        print(f"| {r.method} | {r.train_s or 0:.0f} | {r.sample_s or 0:.0f} | {(r.sample_s or 0) / base_sample:.2f}× "
+        print(f"| {name} | {train} | {r.sample_s or 0:.0f} | {(r.sample_s or 0) / base_sample:.2f}× "
               f"| {r.score_s or 0:.0f} | {win} | {o.get('mean', float('nan')):.3f} | "
               f"{f.get('mean', float('nan')):.3f} | {dfid} |")
 

@@ -72,7 +72,7 @@ def test_train_sees_flipped_pairs_with_ties_from_the_base(tiny_sd, tmp_path, mon
     monkeypatch.setattr(P, "train_pairs", spy)
     data = pair_data(tiny_sd, n=4, ties=1)
     ctx, logs = make_context(tiny_sd, tmp_path, pairs=data)  # its artifacts() raises: nothing stacked is read
-    DiffusionNPO(short_config(DiffusionNPO, stack_on="dpo")).train(ctx)
+    DiffusionNPO(short_config(DiffusionNPO, stack_on="dpo", lora_rank=8)).train(ctx)
     got = seen["data"]
     assert torch.equal(got.latents_w[:3], data.latents_l[:3]) and torch.equal(got.latents_w[3], data.latents_w[3])
     assert seen["unet"] is tiny_sd.unet  # from the base model
