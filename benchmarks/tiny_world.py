@@ -64,7 +64,7 @@ def build(results: Path, p: pretrain.Preset) -> tuple[Path, Any, dict[str, float
     pipe = models.load_pipeline(folder / "pipeline")
     data.ensure_pickscore(folder, pipe, p.n_pairs, p.pickscore_steps)  # and tiny-pickapic before it
     # Each stage records its own seconds, so a re-run on a built world reports the first build's times.
-    times["pairs_s"] = json.loads((folder / "pickapic" / "stats.json").read_text())["seconds"]
+    times["pairs_s"] = _pair_stats(folder)["seconds"]
     times["pickscore_s"] = _pickscore_meta(folder)["train_s"]
     return folder, pipe, times
 
@@ -130,6 +130,10 @@ def fidelity_curve(pipe: Any, p: pretrain.Preset, steps: list[int], scorer: fide
     return rows
 
 
+def _pair_stats(folder: Path) -> dict:
+    return json.loads((folder / data.PAIR_STATS).read_text())
+
+
 def _pickscore_meta(folder: Path) -> dict:
     return json.loads((folder / data.PICKSCORE / tiny_pickscore.VOCAB).read_text())
 
@@ -152,7 +156,7 @@ def main() -> None:
     captions = [t for t in prompts for _ in range(args.seeds)]
     ok = faithful(scorer, images, captions).view(len(prompts), args.seeds)
     u = oracle.utility(images).view(len(prompts), args.seeds)
-    stats = json.loads((folder / "pickapic" / "stats.json").read_text())
+    stats = _pair_stats(folder)
     manifest = json.loads((folder / prepare.MANIFEST).read_text())
     rows = {
         "world": folder.name,

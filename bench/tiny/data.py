@@ -28,6 +28,7 @@ from methods.core import diffusion
 from metrics import oracle, tiny_pickscore
 
 PAIRS = "pickapic/train-00000-of-00001.parquet"
+PAIR_STATS = "pickapic/stats.json"  # count, ties, agreement with the oracle, annotator, seconds
 CAPTIONED = "captioned/train-00000-of-00001.parquet"
 PICKSCORE = "rewards/tiny-pickscore"
 Progress = Callable[[str, int, int], None]
@@ -73,7 +74,7 @@ def ensure_pairs(folder: Path, pipe, n_pairs: int, annotator: Annotator = Annota
     stats = {"pairs": n_pairs, "ties": float((label_0 == 0.5).double().mean()),
              "agreement_with_oracle": agreement(label_0, u0, u1), "annotator": asdict(annotator),
              "seconds": time.perf_counter() - start}
-    (path.parent / "stats.json").write_text(json.dumps(stats, indent=1))
+    (folder / PAIR_STATS).write_text(json.dumps(stats, indent=1))
     path.with_name(path.name + ".tmp").rename(path)
     return path
 

@@ -118,18 +118,21 @@ def train_vae(p: Preset, images: torch.Tensor, progress: Progress):
         sched.step()
         progress("autoencoder", step + 1, p.vae_steps)
     vae.to(memory_format=torch.contiguous_format).eval()
-    with torch.no_grad():  # scale latents to unit variance, as SD's scaling_factor does
-        sample = torch.cat([vae.encode(images[i:i + 512] * 2 - 1).latent_dist.mean for i in range(0, 2048, 512)])
+    sample = posterior_means(vae, images[:2048], chunk=512)  # scale latents to unit variance, as SD does
     vae.register_to_config(scaling_factor=float(1.0 / sample.std()))
     return vae
 
 
-def encode_latents(vae, images: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    """The denoiser's training data: the autoencoder's posterior means of (N, 3, H, W) images in [0, 1],
-    scaled by its scaling_factor."""
+def posterior_means(vae, images: torch.Tensor, chunk: int) -> torch.Tensor:
+    """The autoencoder's posterior means of (N, 3, H, W) images in [0, 1], ``chunk`` images per call."""
     with torch.no_grad():
         return torch.cat([vae.encode(images[i:i + chunk] * 2 - 1).latent_dist.mean
-                          for i in range(0, len(images), chunk)]) * vae.config.scaling_factor
+                          for i in range(0, len(images), chunk)])
+
+
+def encode_latents(vae, images: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """The denoiser's training data: posterior means scaled by the autoencoder's scaling_factor."""
+    return posterior_means(vae, images, chunk) * vae.config.scaling_factor
 
 
 def blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
