@@ -102,7 +102,8 @@ class Plan:
 
     @property
     def results_dir(self) -> Path:
-        return self.db.parent
+        """The db's folder, absolute like the store's root: image paths are stored relative to it."""
+        return self.db.absolute().parent
 
 
 def _model_revision(spec: models.ModelSpec) -> str:

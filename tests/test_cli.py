@@ -50,3 +50,21 @@ def test_second_identical_run_adds_no_rows(tmp_path):
     report = runner.invoke(app, ["report", "--db", str(db), "--format", "json", "--out", str(tmp_path / "r.json")])
     assert report.exit_code == 0, report.output
     assert '"win_rate"' in report.output
+
+
+@pytest.mark.slow
+def test_default_relative_db_stores_images_it_can_read_back(tmp_path, monkeypatch):
+    # The README's `bench run` uses the default --db results/bench.duckdb, a path relative to the cwd.
+    monkeypatch.chdir(tmp_path)
+    suite = tmp_path / "three.txt"
+    suite.write_text("a red circle on a black background\na blue square on a white background\n"
+                     "a small green ring on a gray background\n")
+    result = runner.invoke(app, ["run", "--model", "tiny-micro", "--methods", "dpo", "--seeds", "0",
+                                 "--suite", str(suite), "--rewards", "oracle",
+                                 "--set", "dpo.steps=1", "--set", "sampler.steps=2"])
+    assert result.exit_code == 0, result.output
+    store = Store(tmp_path / "results" / "bench.duckdb")
+    assert set(store.query("SELECT status FROM runs").status) == {"done"}
+    paths = store.query("SELECT path FROM images").path
+    assert len(paths) == 2 * 3 and all((tmp_path / "results" / p).is_file() for p in paths)
+    assert store.counts()["scores"] == 2 * 3
