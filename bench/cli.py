@@ -65,15 +65,11 @@ def run(
                                            "--num_processes N -m bench run ...`.")] = 1,
 ) -> None:
     """Train what needs training, sample missing images, score them, and store everything."""
-    from bench import distributed
+    from bench import distributed, models, runner
     from bench import plan as planning
-    from bench import runner
 
     try:
-        if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = models.auto_device(device)
         if processes < 1:
             raise UsageError(f"--processes must be >= 1, got {processes}")
         if processes > 1 and distributed.launched_world() > 1:
@@ -96,7 +92,7 @@ def run(
     for note in the_plan.notes:
         console.print(f"note: {note}")
     console.print(f"plan: {len(the_plan.runs)} runs ({', '.join(r.method for r in the_plan.runs)}) on "
-                  f"{the_plan.runs[0].model.name}, suite {the_plan.suite.name} ({len(the_plan.suite.prompts)} "
+                  f"{the_plan.model.name}, suite {the_plan.suite.name} ({len(the_plan.suite.prompts)} "
                   f"prompts) x seeds {the_plan.seeds}, rewards {', '.join(the_plan.rewards)}, device {device}"
                   + (f", {procs.world} processes" if procs.world > 1 else ""))
     with _progress() as progress:
@@ -121,13 +117,13 @@ def report(
 ) -> None:
     """Win rates against base with bootstrap CIs, means, rankings, categories, costs, charts and image grids,
     from the store only."""
-    from bench import report_doc
-    from bench.report import check_filters
+    from bench.report.data import check_filters
+    from bench.report.writer import FORMATS, write
     from bench.store import Store
 
     try:
-        if len(parse_list(format, list(report_doc.FORMATS), "format")) != 1:
-            raise UsageError(f"--format takes one of {', '.join(report_doc.FORMATS)}, got {format!r}")
+        if len(parse_list(format, list(FORMATS), "format")) != 1:
+            raise UsageError(f"--format takes one of {', '.join(FORMATS)}, got {format!r}")
         if not db.is_file():
             raise UsageError(f"no results store at {db}; run `bench run` first or pass --db")
         if resamples < 1000:
@@ -138,8 +134,7 @@ def report(
         check_filters(store, suites, method_list)
     except (UsageError, ValueError) as e:  # StoreError, or an unknown suite or method: names what is stored
         _fail_usage(e)
-    path, text = report_doc.write(store, format, out, Path("reports"), suites=suites, methods=method_list,
-                                  n_boot=resamples)
+    path, text = write(store, format, out, Path("reports"), suites=suites, methods=method_list, n_boot=resamples)
     if format != "html":  # a page of markup is no use on a terminal
         typer.echo(text)
     console.print(f"written to {path}")
@@ -148,13 +143,14 @@ def report(
 @app.command("list")
 def list_(what: Annotated[str, typer.Argument(help="methods, models, suites or rewards")]) -> None:
     """List what is registered."""
-    import methods as method_registry
-    import metrics as reward_registry
     from bench import models, suites
+    from bench.registry import METHODS, REWARDS
 
     tables = {
-        "methods": lambda: [(m, method_registry.get(m).paper) for m in method_registry.available()],
-        "rewards": lambda: [(r, reward_registry.get(r).description) for r in reward_registry.available()],
+        "methods": lambda: [(m, METHODS.get(m).paper) for m in METHODS.available()],
+        "rewards": lambda: [(r, REWARDS.get(r).description
+                             + ("" if REWARDS.get(r).higher_is_better else " (lower is better)"))
+                            for r in REWARDS.available()],
         "models": lambda: [(m, "built locally (tiny world)" if m in models.TINY_PRESETS else models.HUB_ALIASES[m])
                            for m in models.available()],
         "suites": lambda: [(s, suites.load(s).description) for s in suites.available()],

@@ -36,15 +36,63 @@ class ModelError(ValueError):
     pass
 
 
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # --precision -> torch dtype name
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs between model families, in one record: default rewards and sampler, the reward online
+    methods optimise in their training loop, and what ``--precision auto`` picks on a GPU."""
+
+    name: str
+    rewards: tuple[str, ...]  # evaluated when --rewards is not given
+    sampler: dict[str, Any]  # SamplerConfig defaults
+    loop_reward: str  # the in-loop reward of online methods (tailorpo); never the tiny world's oracle
+    gpu_precision: str  # --precision auto on a GPU: what the official recipes train in
+
+    def precision(self, precision: str, device: str) -> str:
+        """``auto``: ``gpu_precision`` on a GPU, else fp32; anything else is checked against PRECISIONS."""
+        if precision == "auto":
+            return self.gpu_precision if device.startswith("cuda") else "fp32"
+        if precision not in PRECISIONS:
+            raise ModelError(f"--precision {precision}: unknown; available: auto, {', '.join(PRECISIONS)}")
+        return precision
+
+
+_REAL_REWARDS = ("pickscore", "hpsv21", "imagereward", "clip", "aesthetic")
+FAMILIES = {
+    "tiny": Family("tiny", ("oracle", "fidelity", "tiny-pickscore"), {"name": "ddim", "steps": 20, "batch": 256},
+                   loop_reward="tiny-pickscore", gpu_precision="fp32"),
+    # diffusers' default scheduler and steps
+    "sd15": Family("sd15", _REAL_REWARDS, {"name": "pipeline", "steps": 50, "batch": 8},
+                   loop_reward="pickscore", gpu_precision="bf16"),
+    "sdxl": Family("sdxl", _REAL_REWARDS, {"name": "pipeline", "steps": 50, "batch": 4},
+                   loop_reward="pickscore", gpu_precision="bf16"),
+}
+
+
+def auto_device(device: str) -> str:
+    """``--device auto``: the first GPU when torch sees one, else the CPU; other names pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str  # what the user typed (alias, folder or repo id)
-    family: str  # 'tiny', 'sd15' or 'sdxl': selects each method's per-model defaults
+    family: str  # a FAMILIES key: 'tiny', 'sd15' or 'sdxl'; selects each method's per-model defaults
     tiny_preset: str | None = None  # set for the tiny world, which is built on first use
     folder: Path | None = None  # the diffusers folder, once known
     repo_id: str | None = None
     vae: Path | None = None  # an AutoencoderKL folder replacing the pipeline's own (--vae)
     vae_name: str | None = None
+
+    @property
+    def defaults(self) -> Family:
+        return FAMILIES[self.family]
 
 
 def available() -> list[str]:

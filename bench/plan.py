@@ -12,23 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import methods
-import metrics
 from bench import models, suites
 from bench.config import SamplerConfig, UsageError, build_config, canonical_json, config_hash, parse_list, parse_seeds
+from bench.registry import METHODS, REWARDS
 from bench.store import Store, StoreError
+from bench.tiny.files import REWARDS as TINY_REWARDS
+from bench.tiny.files import WorldFiles
 from methods.core.api import Method, MethodConfig
-
-DEFAULT_REWARDS = {
-    "tiny": ["oracle", "fidelity", "tiny-pickscore"],
-    "sd15": ["pickscore", "hpsv21", "imagereward", "clip", "aesthetic"],
-    "sdxl": ["pickscore", "hpsv21", "imagereward", "clip", "aesthetic"],
-}
-SAMPLER_DEFAULTS = {
-    "tiny": {"name": "ddim", "steps": 20, "batch": 256},
-    "sd15": {"name": "pipeline", "steps": 50, "batch": 8},  # diffusers' default scheduler and steps
-    "sdxl": {"name": "pipeline", "steps": 50, "batch": 4},
-}
+from methods.core.types import IMAGES, PAIRS, PROMPTS, REWARD
 
 
 @dataclass(frozen=True)
@@ -39,21 +30,9 @@ class DataConfig:
     captioned: str = ""  # parquet shard(s) with caption + jpg_0 for label-free methods
 
 
-PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # --precision -> torch dtype name
-
-
 def _precision_key(precision: str) -> dict[str, str]:
     """What precision adds to a run's identity: nothing for fp32, so fp32 runs keep their ids."""
     return {} if precision == "fp32" else {"precision": precision}
-
-
-def resolve_precision(precision: str, device: str, family: str) -> str:
-    """``auto``: bf16 for real models on a GPU (what the official recipes train in), else fp32."""
-    if precision == "auto":
-        return "bf16" if device.startswith("cuda") and family != "tiny" else "fp32"
-    if precision not in PRECISIONS:
-        raise UsageError(f"--precision {precision}: unknown; available: auto, {', '.join(PRECISIONS)}")
-    return precision
 
 
 @dataclass(frozen=True)
@@ -68,7 +47,7 @@ class RunSpec:
     artifact_hash: str
     sampler_key: str
     sample: bool = True  # False for a method run only to train what another one stacks on
-    precision: str = "fp32"  # PRECISIONS key: the dtype the pipeline runs and autocast computes in
+    precision: str = "fp32"  # models.PRECISIONS key: the dtype the pipeline runs and autocast computes in
 
     @property
     def config(self) -> dict[str, Any]:
@@ -80,9 +59,15 @@ class RunSpec:
     def config_json(self) -> str:
         return canonical_json(self.config)
 
+    @property
+    def config_hash(self) -> str:
+        """The hash of ``config_json``: what a query can recompute from the stored text."""
+        return config_hash(self.config)
+
 
 @dataclass(frozen=True)
 class Plan:
+    model: models.ModelSpec
     runs: list[RunSpec]
     suite: suites.Suite
     seeds: list[int]
@@ -98,12 +83,26 @@ class Plan:
         """The torch dtype of ``precision``: the pipeline's weights and training's autocast."""
         import torch
 
-        return getattr(torch, PRECISIONS[self.precision])
+        return getattr(torch, models.PRECISIONS[self.precision])
 
     @property
     def results_dir(self) -> Path:
         """The db's folder, absolute like the store's root: image paths are stored relative to it."""
         return self.db.absolute().parent
+
+    @property
+    def world(self) -> WorldFiles | None:
+        """The tiny world's files (built or not) for a tiny model, else None."""
+        if self.model.tiny_preset is None:
+            return None
+        from bench.tiny import prepare
+
+        return prepare.world_files(self.results_dir, self.model.tiny_preset)
+
+    def reward_weights(self, reward_id: str) -> Path | None:
+        """Where a reward's weights live: the tiny world's folder for its own rewards, else the reward finds them."""
+        world = self.world
+        return world.reward(reward_id) if world is not None and reward_id in TINY_REWARDS else None
 
 
 def _model_revision(spec: models.ModelSpec) -> str:
@@ -117,7 +116,7 @@ def _model_revision(spec: models.ModelSpec) -> str:
 def method_spec(method_id: str, cfg: MethodConfig, model: models.ModelSpec, revision: str,
                 sampler: SamplerConfig, sample: bool = True, parents: dict[str, str] | None = None,
                 precision: str = "fp32") -> RunSpec:
-    cls = methods.get(method_id)
+    cls = METHODS.get(method_id)
     identity = {"method": method_id, "cfg": dataclasses.asdict(cfg), "model": revision,
                 "sampler": sampler.key_fields(), "parents": parents or {}, **_precision_key(precision)}
     train_parents = (parents or {}) if cls.trains_on_parents else {}
@@ -135,21 +134,24 @@ def make_plan(method_names: str | None, model: str, suite: str, seeds: str, rewa
               sets: dict[str, dict[str, str]], device: str = "cpu", vae: str | None = None,
               precision: str = "auto") -> Plan:
     seed_list = parse_seeds(seeds)
-    chosen = parse_list(method_names, methods.available(), "methods") or methods.available()
+    chosen = parse_list(method_names, METHODS.available(), "methods") or METHODS.available()
     try:
         spec = models.resolve(model, vae)
         suite_obj = suites.load(suite)
     except (models.ModelError, suites.SuiteError) as e:
         raise UsageError(str(e)) from None
-    reward_list = parse_list(rewards, metrics.available(), "rewards") or DEFAULT_REWARDS[spec.family]
-    known = set(methods.available()) | {"sampler", "data"}
+    reward_list = parse_list(rewards, REWARDS.available(), "rewards") or list(spec.defaults.rewards)
+    known = set(METHODS.available()) | {"sampler", "data"}
     for section in sets:
         if section not in known:
             raise UsageError(f"--set {section}.…: unknown section {section!r}; available: {', '.join(sorted(known))}")
-    sampler = build_config(SamplerConfig, SAMPLER_DEFAULTS[spec.family], sets.get("sampler", {}), "sampler")
+    sampler = build_config(SamplerConfig, spec.defaults.sampler, sets.get("sampler", {}), "sampler")
     data = build_config(DataConfig, {}, sets.get("data", {}), "data")
     revision = _model_revision(spec)
-    precision = resolve_precision(precision, device, spec.family)
+    try:
+        precision = spec.defaults.precision(precision, device)
+    except models.ModelError as e:
+        raise UsageError(str(e)) from None
     notes = []
     if "base" not in chosen:
         chosen = ["base", *chosen]
@@ -162,12 +164,12 @@ def make_plan(method_names: str | None, model: str, suite: str, seeds: str, rewa
             raise UsageError(f"method stacking forms a cycle: {' -> '.join((*stack, mid))}")
         if mid in specs:
             return specs[mid]
-        cls = methods.get(mid)
+        cls = METHODS.get(mid)
         cfg = build_config(cls.Config, cls.defaults.get(spec.family, {}), sets.get(mid, {}), mid)
         parents = {}
         for need in cls(cfg).requires():
-            if need not in methods.available():
-                raise UsageError(f"{mid} stacks on unknown method {need!r}; available: {', '.join(methods.available())}")
+            if need not in METHODS.available():
+                raise UsageError(f"{mid} stacks on unknown method {need!r}; available: {', '.join(METHODS.available())}")
             parents[need] = add(need, sample=need in chosen, stack=(*stack, mid)).artifact_hash
         specs[mid] = method_spec(mid, cfg, spec, revision, sampler, sample, parents, precision)
         return specs[mid]
@@ -177,45 +179,56 @@ def make_plan(method_names: str | None, model: str, suite: str, seeds: str, rewa
     for mid in specs:  # a dependency that was also asked for is sampled
         if mid in chosen and not specs[mid].sample:
             specs[mid] = dataclasses.replace(specs[mid], sample=True)
-    return Plan(list(specs.values()), suite_obj, seed_list, reward_list, Path(db), data, device, notes, precision)
+    return Plan(spec, list(specs.values()), suite_obj, seed_list, reward_list, Path(db), data, device, notes, precision)
 
 
 def preflight(plan: Plan) -> None:
-    """Check what can be checked before any work: the store is writable, reward weights are present."""
+    """Check what can be checked before any work: the store is writable, reward weights, training data and
+    optional packages are present."""
     try:
         Store.check_writable(plan.db)
     except StoreError as e:
         raise UsageError(str(e)) from None
     for rid in plan.rewards:
-        reward = metrics.get(rid)(reward_weights(plan, rid))
-        if plan.runs[0].model.tiny_preset and rid in TINY_REWARDS:
-            continue  # built with the tiny world on first use
-        missing = reward.missing()
-        if missing:
-            raise UsageError(f"reward {rid!r} is missing files: {', '.join(missing)}"
-                             + (f"\n{reward.fetch_hint}" if getattr(reward, "fetch_hint", "") else ""))
-    from methods.core.pairs import PACKAGES
-
+        _check_reward(plan, rid)
     for r in plan.runs:
-        package = PACKAGES.get(getattr(r.cfg, "optimizer", ""))
-        if package and importlib.util.find_spec(package) is None:
-            raise UsageError(f"{r.method} trains with optimizer {r.cfg.optimizer!r}, which needs the {package} "
-                             f"package: pip install {package}, or --set {r.method}.optimizer=adamw")
-    family = plan.runs[0].model.family
-    needs_pairs = [r.method for r in plan.runs if r.cls.trains]
-    if family != "tiny" and needs_pairs and not plan.data.pickapic:
-        raise UsageError(f"methods {', '.join(needs_pairs)} train on preference data: pass "
-                         f"--set data.pickapic=DIR (a folder of Pick-a-Pic v2 parquet shards)")
+        method = r.cls(r.cfg)
+        for package, why in method.packages().items():
+            if importlib.util.find_spec(package) is None:
+                raise UsageError(f"{r.method} trains with {why}, which needs the {package} package: pip install "
+                                 f"{package}" + (f", or --set {r.method}.optimizer=adamw" if "optimizer" in why else ""))
+        if r.cls.trains:
+            _check_training_inputs(plan, r.method, method.needs())
 
 
-TINY_REWARDS = {"fidelity": "rewards/fidelity", "tiny-pickscore": "rewards/tiny-pickscore"}
+def _check_reward(plan: Plan, rid: str) -> None:
+    if plan.world is not None and rid in TINY_REWARDS:
+        return  # built with the tiny world on first use
+    reward = REWARDS.get(rid)(plan.reward_weights(rid))
+    missing = reward.missing()
+    if missing:
+        raise UsageError(f"reward {rid!r} is missing files: {', '.join(missing)}"
+                         + (f"\n{reward.fetch_hint}" if getattr(reward, "fetch_hint", "") else ""))
 
 
-def reward_weights(plan: Plan, reward_id: str) -> Path | None:
-    """Where a reward's weights live: the tiny world's folder for its own rewards."""
-    if reward_id in TINY_REWARDS:
-        from bench.tiny import prepare
+# Where a real model's training inputs come from (the tiny world makes its own): need -> the data setting.
+# Prompts of online methods are the captions of the preference pairs.
+DATA_SETTINGS = {PAIRS: ("pickapic", "a folder of Pick-a-Pic v2 parquet shards"),
+                 PROMPTS: ("pickapic", "a folder of Pick-a-Pic v2 parquet shards, whose captions are the prompts"),
+                 IMAGES: ("captioned", "parquet shard(s) with caption + jpg_0")}
 
-        preset = plan.runs[0].model.tiny_preset or "default"
-        return prepare.world_dir(plan.results_dir, preset) / TINY_REWARDS[reward_id]
-    return None
+
+def _check_training_inputs(plan: Plan, method_id: str, needs: frozenset[str]) -> None:
+    unknown = sorted(needs - {PAIRS, PROMPTS, IMAGES, REWARD})
+    if unknown:
+        raise UsageError(f"{method_id} needs {', '.join(unknown)}; the harness provides: {PAIRS}, {PROMPTS}, "
+                         f"{IMAGES}, {REWARD}")
+    if REWARD in needs:
+        _check_reward(plan, plan.model.defaults.loop_reward)
+    if plan.world is not None:
+        return
+    for need in sorted(needs & set(DATA_SETTINGS)):
+        setting, what = DATA_SETTINGS[need]
+        if not getattr(plan.data, setting):
+            raise UsageError(f"{method_id} trains on {need}: pass --set data.{setting}=PATH ({what})")
+

@@ -32,15 +32,15 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-import pandas as pd
 import torch
 
-import metrics
 from bench import plan as planning
 from bench.config import git_sha, versions
 from bench.distributed import ONE, ProcessFailed, Processes
 from bench.models import load_pipeline
-from bench.store import Store, StoreError
+from bench.registry import REWARDS
+from bench.store import Store, check_train_value
+from bench.tiny.files import WorldFiles
 from bench.training import TrainingInputs
 from methods.core import diffusion
 
@@ -69,27 +69,28 @@ class Runner:
         self.results = plan.results_dir
         self.failures: dict[str, str] = {}
         self._pipe: Any = None
-        self._world: list[Path | None] = []  # the tiny world's folder, once ensured
-        self.inputs = TrainingInputs(plan, self.pipe, self.world_folder, self.progress, procs)
+        self._world: list[WorldFiles | None] = []  # the tiny world's files, once ensured
+        self.inputs = TrainingInputs(plan, self.pipe, self.world, self.progress, procs)
 
     # -- shared resources, loaded once and only when needed ---------------------------------------
 
-    def world_folder(self) -> Path | None:
+    def world(self) -> WorldFiles | None:
+        """The tiny world's files, built first if needed (None for a real model)."""
         if not self._world:
-            preset = self.plan.runs[0].model.tiny_preset
+            preset = self.plan.model.tiny_preset
             if preset is None:
                 self._world.append(None)
             else:
                 from bench.tiny import prepare
 
                 with self.procs.main_first():  # built by the main process, then verified by all
-                    self._world.append(prepare.ensure(self.results, preset, self.progress, self.log))
+                    self._world.append(WorldFiles(prepare.ensure(self.results, preset, self.progress, self.log)))
         return self._world[0]
 
     def pipe(self) -> Any:
         if self._pipe is None:
-            spec = self.plan.runs[0].model
-            folder = spec.folder or self.world_folder() / "pipeline"
+            spec = self.plan.model
+            folder = spec.folder or self.world().pipeline
             self._pipe = load_pipeline(folder, self.plan.device, spec.vae, self.plan.torch_dtype)
         return self._pipe
 
@@ -105,12 +106,15 @@ class Runner:
                 self.store.begin_run({
                     "run_id": spec.run_id, "method": spec.method, "model": spec.model.name,
                     "model_revision": spec.model_revision, "config_json": spec.config_json,
-                    "config_hash": spec.run_id.rsplit("-", 1)[-1], "artifact_hash": spec.artifact_hash,
+                    "config_hash": spec.config_hash, "artifact_hash": spec.artifact_hash,
                     "sampler_key": spec.sampler_key, "versions_json": json.dumps(versions(), sort_keys=True),
                     "git_sha": git_sha()})
             self.store.add_prompts(self.plan.suite.name, [
                 {"prompt_id": p.prompt_id, "prompt": p.text, "category": p.category, "meta_json": json.dumps(p.meta)}
                 for p in self.plan.suite.prompts])
+            for spec in self.plan.runs:
+                if spec.sample:
+                    self.store.add_run_suite(spec.run_id, self.plan.suite.name, self.plan.suite.sha256)
         for spec in self.plan.runs:
             self._guarded(spec, self.train, spec)
         for spec in self.plan.runs:
@@ -176,14 +180,8 @@ class Runner:
     def sample(self, spec: planning.RunSpec) -> None:
         suite = self.plan.suite
 
-        def missing() -> list[tuple[str, int]]:
-            stored = self.store.query("SELECT prompt_id, seed, path FROM images WHERE run_id = ? AND suite = ?",
-                                      [spec.run_id, suite.name])
-            # A row whose file was deleted is drawn again: same key, same pixels, same file name.
-            have = {(r.prompt_id, r.seed) for r in stored.itertuples() if (self.results / r.path).is_file()}
-            return [(p.prompt_id, s) for p in suite.prompts for s in self.plan.seeds if (p.prompt_id, s) not in have]
-
-        keys = self.procs.on_main(missing)
+        keys = self.procs.on_main(lambda: self.store.missing_image_keys(
+            spec.run_id, suite.name, [(p.prompt_id, s) for p in suite.prompts for s in self.plan.seeds]))
         if not keys:
             return
         prompts = {p.prompt_id: p for p in suite.prompts}
@@ -234,11 +232,13 @@ class Runner:
     def score(self) -> None:
         runs = [r for r in self.plan.runs if r.sample and r.run_id not in self.failures]
         for rid in self.plan.rewards:
-            weights = planning.reward_weights(self.plan, rid)
+            weights = self.plan.reward_weights(rid)
             with self.procs.main_first():
                 if weights is not None and not weights.exists():
                     self.inputs.ensure_reward_weights(rid)
-            reward = metrics.get(rid)(weights, self.plan.device)
+            reward = REWARDS.get(rid)(weights, self.plan.device)
+            if self.store is not None and runs:
+                self.store.add_reward(reward.id, reward.version, reward.higher_is_better)
             for spec in runs:
                 if spec.run_id not in self.failures:
                     self._guarded(spec, self._score_run, spec, reward)
@@ -302,9 +302,8 @@ class TrainLog:
         self.last = time.monotonic()
 
     def __call__(self, step: int, values: dict[str, float]) -> None:
-        for name, value in values.items():  # as Store.add_train_log refuses them
-            if not math.isfinite(value):
-                raise StoreError(f"train_log {name} = {value} at step {step} of artifact {self.spec.artifact_hash}")
+        for name, value in values.items():  # as the store refuses them
+            check_train_value(self.spec.artifact_hash, step, name, value)
         if self.store is None:
             return
         self.rows.extend({"artifact_hash": self.spec.artifact_hash, "method": self.spec.method, "step": int(step),
@@ -314,8 +313,7 @@ class TrainLog:
 
     def flush(self) -> None:
         if self.store is not None and self.rows:
-            # Store.add_train_log takes one step; these are many, in one INSERT (same table, same keys).
-            self.store._insert_frame("train_log", pd.DataFrame(self.rows))
+            self.store.add_train_logs(self.rows)
         self.rows, self.last = [], time.monotonic()
 
 

@@ -17,8 +17,11 @@ Schema (times are UTC, durations in seconds; ``path`` is relative to the folder 
 ``prompts``: (suite, prompt_id) PK, prompt, category, meta_json.
 ``images``: image_id PK (a hash of run_id, suite, prompt_id, seed), run_id, suite, prompt_id,
     prompt, seed, path, sha256, width, height, created_at.
-``scores``: (image_id, reward, reward_version) PK, value, created_at. Higher is better.
+``scores``: (image_id, reward, reward_version) PK, value, created_at (better per ``rewards``).
 ``train_log``: (artifact_hash, step, name) PK, method, value: per-step training metrics.
+``rewards``: (reward, reward_version) PK, higher_is_better: which way each scored reward wins (a reward
+    without a row counts as higher-is-better).
+``run_suites``: (run_id, suite) PK, suite_sha256: the content of the prompt suite a run sampled.
 
 Views:
 
@@ -28,7 +31,8 @@ Views:
 ``pairs``: one row per method image and reward version that has a base counterpart scored with
     the same reward version on the same (suite, prompt_id, seed): suite, model, method, run_id,
     base_run_id, image_id, base_image_id, prompt_id, seed, reward, reward_version, value,
-    base_value, win (1 higher, 0.5 equal, 0 lower). All stored images count, whatever the status
+    base_value, higher_is_better, win (1 better than base in the reward's direction, 0.5 equal, 0 worse).
+    All stored images count, whatever the status
     of their run: images are immutable, a failed run's finished images are as good as any.
 ``winrates(suite, model, method, reward, n, win_rate, run_id, reward_version)``: ``pairs``
     averaged per (suite, run, reward version); n is the number of pairs.
@@ -48,7 +52,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-TABLES = ("runs", "prompts", "images", "scores", "train_log")
+TABLES = ("runs", "prompts", "images", "scores", "train_log", "rewards", "run_suites")
 RUN_COLUMNS = (
     "run_id", "method", "model", "model_revision", "config_json", "config_hash", "artifact_hash", "sampler_key",
     "status", "error", "versions_json", "git_sha", "created_at", "finished_at", "train_s", "sample_s", "score_s",
@@ -73,6 +77,10 @@ CREATE TABLE IF NOT EXISTS scores (
 CREATE TABLE IF NOT EXISTS train_log (
     artifact_hash VARCHAR, method VARCHAR, step INTEGER, name VARCHAR, value DOUBLE,
     PRIMARY KEY (artifact_hash, step, name));
+CREATE TABLE IF NOT EXISTS rewards (
+    reward VARCHAR, reward_version VARCHAR, higher_is_better BOOLEAN NOT NULL, PRIMARY KEY (reward, reward_version));
+CREATE TABLE IF NOT EXISTS run_suites (
+    run_id VARCHAR, suite VARCHAR, suite_sha256 VARCHAR NOT NULL, PRIMARY KEY (run_id, suite));
 CREATE OR REPLACE VIEW base_runs AS
     SELECT model, sampler_key,
            first(run_id ORDER BY status = 'done' DESC, created_at NULLS LAST, run_id) AS base_run_id
@@ -80,13 +88,16 @@ CREATE OR REPLACE VIEW base_runs AS
 CREATE OR REPLACE VIEW pairs AS
     SELECT m.suite, r.model, r.method, r.run_id, br.base_run_id, m.image_id, b.image_id AS base_image_id,
            m.prompt_id, m.seed, sm.reward, sm.reward_version, sm.value, sb.value AS base_value,
-           CASE WHEN sm.value > sb.value THEN 1.0 WHEN sm.value = sb.value THEN 0.5 ELSE 0.0 END AS win
+           coalesce(rw.higher_is_better, true) AS higher_is_better,
+           CASE WHEN sm.value = sb.value THEN 0.5
+                WHEN (sm.value > sb.value) = coalesce(rw.higher_is_better, true) THEN 1.0 ELSE 0.0 END AS win
     FROM runs r
     JOIN base_runs br ON br.model = r.model AND br.sampler_key = r.sampler_key
     JOIN images m ON m.run_id = r.run_id
     JOIN images b ON b.run_id = br.base_run_id AND b.suite = m.suite AND b.prompt_id = m.prompt_id AND b.seed = m.seed
     JOIN scores sm ON sm.image_id = m.image_id
     JOIN scores sb ON sb.image_id = b.image_id AND sb.reward = sm.reward AND sb.reward_version = sm.reward_version
+    LEFT JOIN rewards rw ON rw.reward = sm.reward AND rw.reward_version = sm.reward_version
     WHERE r.method <> 'base';
 CREATE OR REPLACE VIEW winrates AS
     SELECT suite, model, method, reward, count(*) AS n, avg(win) AS win_rate, run_id, reward_version
@@ -102,6 +113,12 @@ _STATUSES_FINAL = ("done", "failed")
 _PHASE_COLUMNS = {"train": "train_s", "sample": "sample_s", "score": "score_s"}
 _REQUIRED_RUN_KEYS = ("run_id", "method", "model", "sampler_key")
 _IMAGE_COLUMNS = ("image_id", "run_id", "suite", "prompt_id", "prompt", "seed", "path", "sha256", "width", "height")
+
+
+def check_train_value(artifact_hash: str, step: int, name: str, value: float) -> None:
+    """Raise StoreError for a non-finite training metric (train_log refuses it: the run fails instead)."""
+    if not math.isfinite(value):
+        raise StoreError(f"train_log {name} = {value} at step {step} of artifact {artifact_hash}")
 
 
 def _utcnow() -> datetime:
@@ -242,6 +259,29 @@ class Store:
             got = con.execute("SELECT prompt_id, seed FROM images WHERE run_id = ? AND suite = ?", [run_id, suite])
             return {(p, int(s)) for p, s in got.fetchall()}
 
+    def missing_image_keys(self, run_id: str, suite: str, wanted: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The (prompt_id, seed) keys of ``wanted``, in order, that this run has no image for: no row, or a row
+        whose file was deleted (drawn again: same key, same pixels, same file name)."""
+        stored = self.query("SELECT prompt_id, seed, path FROM images WHERE run_id = ? AND suite = ?", [run_id, suite])
+        have = {(r.prompt_id, int(r.seed)) for r in stored.itertuples() if (self.root / r.path).is_file()}
+        return [key for key in wanted if key not in have]
+
+    def add_run_suite(self, run_id: str, suite: str, suite_sha256: str) -> None:
+        """Record the content of the suite a run samples (the latest content, should a suite file grow)."""
+        with self._connect() as con:
+            con.execute("INSERT OR REPLACE INTO run_suites VALUES (?, ?, ?)", [run_id, suite, suite_sha256])
+
+    def add_reward(self, reward: str, reward_version: str, higher_is_better: bool) -> None:
+        """Record which way a reward wins; the pairs view reads it. A stored direction never changes."""
+        with self._connect() as con:
+            stored = con.execute("SELECT higher_is_better FROM rewards WHERE reward = ? AND reward_version = ?",
+                                 [reward, reward_version]).fetchone()
+            if stored is None:
+                con.execute("INSERT INTO rewards VALUES (?, ?, ?)", [reward, reward_version, bool(higher_is_better)])
+            elif bool(stored[0]) != bool(higher_is_better):
+                raise StoreError(f"reward {reward} ({reward_version}) is stored as "
+                                 f"{'higher' if stored[0] else 'lower'}-is-better; a new direction needs a new version")
+
     def _relative(self, path: str | Path) -> str:
         """Image paths are stored relative to the db folder so a results folder can be moved."""
         p = Path(path)
@@ -312,14 +352,15 @@ class Store:
 
     def add_train_log(self, artifact_hash: str, method: str, step: int, values: dict[str, float]) -> None:
         """Store one training step's metrics; non-finite values are refused (fail the run instead)."""
-        for name, value in values.items():
-            if not math.isfinite(value):
-                raise StoreError(f"train_log {name} = {value} at step {step} of artifact {artifact_hash}")
-        frame = pd.DataFrame(
-            {"artifact_hash": artifact_hash, "method": method, "step": int(step), "name": list(values),
-             "value": [float(v) for v in values.values()]}
-        )
-        self._insert_frame("train_log", frame)
+        self.add_train_logs([{"artifact_hash": artifact_hash, "method": method, "step": int(step), "name": name,
+                              "value": value} for name, value in values.items()])
+
+    def add_train_logs(self, rows: list[dict[str, Any]]) -> None:
+        """Store many steps' metrics (artifact_hash, method, step, name, value) in one transaction;
+        the whole batch is refused when a value is NaN or infinite."""
+        for r in rows:
+            check_train_value(r["artifact_hash"], r["step"], r["name"], r["value"])
+        self._insert_frame("train_log", pd.DataFrame(rows, columns=["artifact_hash", "method", "step", "name", "value"]))
 
     def counts(self) -> dict[str, int]:
         """Number of rows in each table."""

@@ -15,18 +15,22 @@ from typing import Any, Callable
 
 import torch
 
-import metrics
 from bench import plan as planning
 from bench import prefdata
 from bench.distributed import ONE, Processes
+from bench.registry import REWARDS
+from bench.tiny.files import WorldFiles
 from methods.core import diffusion
 from methods.core.api import ImageData, PairData, TrainContext
+from methods.core.types import IMAGES, PAIRS, PROMPTS, REWARD
 
 Progress = Callable[[str, int, int], None]
 
 
 class TrainingInputs:
-    def __init__(self, plan: planning.Plan, pipe: Callable[[], Any], world: Callable[[], Path | None],
+    """``world()`` ensures the tiny world is built and returns its files (None for a real model)."""
+
+    def __init__(self, plan: planning.Plan, pipe: Callable[[], Any], world: Callable[[], WorldFiles | None],
                  progress: Progress, procs: Processes = ONE):
         self.plan, self._pipe, self._world, self.progress, self.procs = plan, pipe, world, progress, procs
         self.cache = plan.results_dir / "cache"
@@ -36,7 +40,7 @@ class TrainingInputs:
     def _preset(self):
         from bench.tiny import prepare
 
-        return prepare.preset(self.plan.runs[0].model.tiny_preset)
+        return prepare.preset(self.plan.model.tiny_preset)
 
     def _pickapic_source(self) -> Path:
         world = self._world()
@@ -83,6 +87,7 @@ class TrainingInputs:
         return sorted(set(self.pairs().captions))
 
     def ensure_reward_weights(self, reward_id: str) -> None:
+        """Build a tiny-world reward learned from the world's data (the others are built with the world)."""
         world = self._world()
         if reward_id == "tiny-pickscore" and world is not None:
             from bench.tiny import data
@@ -91,18 +96,32 @@ class TrainingInputs:
             data.ensure_pickscore(world, self._pipe(), p.n_pairs, p.pickscore_steps, progress=self.progress)
 
     def reward(self) -> Callable[[list, list[str]], torch.Tensor]:
-        """The in-the-loop reward model: tiny-pickscore in the tiny world (never the oracle)."""
-        rid = "tiny-pickscore" if self._world() is not None else "pickscore"
+        """The in-the-loop reward model: the model family's (tiny-pickscore in the tiny world, never the oracle)."""
+        rid = self.plan.model.defaults.loop_reward
         with self.procs.main_first():  # the tiny world's reward is trained on first use
             self.ensure_reward_weights(rid)
-        return metrics.get(rid)(planning.reward_weights(self.plan, rid), self.plan.device).load()
+        return REWARDS.get(rid)(self.plan.reward_weights(rid), self.plan.device).load()
 
     def context(self, spec: planning.RunSpec, out_dir: Path, artifacts: Callable[[str], Path],
                 log: Callable[[int, dict[str, float]], None]) -> TrainContext:
+        """What ``spec``'s method may train on: the inputs it declares in ``needs()``; asking for another
+        one fails with a message naming the declaration it lacks."""
         keep_ties = bool(getattr(spec.cfg, "keep_ties", False))
+        needs = spec.cls(spec.cfg).needs()
+        offered = {PAIRS: lambda: self.pairs(keep_ties), IMAGES: self.images, PROMPTS: self.prompts,
+                   REWARD: self.reward}
+        inputs = {need: fn if need in needs else _undeclared(spec.method, need) for need, fn in offered.items()}
         return TrainContext(
             pipe=self._pipe(), device=torch.device(self.plan.device), dtype=self.plan.torch_dtype, out_dir=out_dir,
-            seed=int(getattr(spec.cfg, "seed", 0)), pairs=lambda: self.pairs(keep_ties), images=self.images,
-            prompts=self.prompts, reward=self.reward, log=log,
+            seed=int(getattr(spec.cfg, "seed", 0)), pairs=inputs[PAIRS], images=inputs[IMAGES],
+            prompts=inputs[PROMPTS], reward=inputs[REWARD], log=log,
             progress=lambda done, total: self.progress(f"train {spec.method}", done, total), artifacts=artifacts,
             dist=self.procs.data_parallel())
+
+
+def _undeclared(method_id: str, need: str) -> Callable[[], Any]:
+    def refuse() -> Any:
+        raise RuntimeError(f"{method_id} asked for {need} but its needs() does not declare {need!r}: preflight "
+                           f"checks only what a method declares")
+
+    return refuse

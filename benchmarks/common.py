@@ -221,7 +221,7 @@ class Replay:
     call made with autograd on. No data, loss, noise, scheduler, optimizer, VAE or reward."""
 
     def __init__(self, base: Any, calls: list[Call]):
-        from methods.core.pairs import LORA_TARGETS
+        from methods.core.training import LORA_TARGETS
 
         self.modules: dict[int, Any] = {}
         self.adapters_on: dict[int, bool] = {}

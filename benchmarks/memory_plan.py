@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.plan import PRECISIONS  # noqa: E402  (the names --precision takes)
+from bench.models import PRECISIONS  # noqa: E402  (the names --precision takes)
 
 # The official UNet configs (stable-diffusion-v1-5 unet/config.json; SDXL base 1.0 unet/config.json).
 UNETS = {
@@ -63,7 +63,8 @@ def one(model: str, weights: str, optimizer: str, checkpointing: bool, pairs: in
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     from methods.core.api import Cond, PairData
-    from methods.core.pairs import attach_lora, make_optimizer, pair_errors
+    from methods.core.pairs import pair_errors
+    from methods.core.training import attach_lora, make_optimizer
 
     dev, dt = torch.device(device), getattr(torch, PRECISIONS[dtype])
     g = torch.Generator().manual_seed(0)

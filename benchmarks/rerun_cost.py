@@ -43,17 +43,9 @@ def main() -> None:
     args = ap.parse_args()
     from bench import models
     from bench.store import Store
-    from bench.tiny import prepare
-
-    preset = models.TINY_PRESETS[args.model]
-    world = prepare.ensure(args.cache / "worlds", preset, log=print)
     from bench.tiny import data
 
-    pipe = models.load_pipeline(world / "pipeline")  # the world's derived data is preparation too
-    p = prepare.preset(preset)
-    data.ensure_pairs(world, pipe, p.n_pairs)
-    data.ensure_pickscore(world, pipe, p.n_pairs, p.pickscore_steps)
-    data.ensure_captioned(world)
+    world = data.ensure_all(args.cache / "worlds", models.TINY_PRESETS[args.model], log=print)  # derived data too
     extra = shlex.split(args.args)
     print(f"machine: {common.machine()}; `bench run --model {args.model} {args.args}`, {args.rounds} rounds")
     rows, ratios = [], []

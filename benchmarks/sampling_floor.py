@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 
 import common  # benchmarks/common.py, beside this script
-import methods
+from bench.registry import METHODS
 from methods.core import diffusion
 
 SAMPLERS = {"tiny": {"steps": 20, "batch": 64}, "small-sd": {"steps": 20, "batch": 8}}
-VARIANTS = [("base", {}), ("dpo", {}), ("sdpo", {}), ("tailorpo", {}), ("npo", {}), ("npo", {"stack_on": "dpo"}),
-            ("self_npo", {}), ("contrastive", {"variant": "cpgd"}), ("contrastive", {"variant": "pgd"})]
+# Every registered method with its defaults, and the variants that sample differently.
+VARIANTS = [(m, {}) for m in METHODS.available()] + [("npo", {"stack_on": "dpo"}), ("contrastive", {"variant": "pgd"})]
 
 
 def artifacts(pipe, root: Path) -> Path:
@@ -51,7 +51,7 @@ def prompts_and_seeds(n: int) -> tuple[list[str], list[int]]:
 
 def compare_with_diffusers(pipe, family: str, steps: int, batch: int, rounds: int) -> list:
     prompts, seeds = prompts_and_seeds(batch)
-    g = methods.get("base").defaults[family]["guidance_scale"]
+    g = METHODS.get("base").defaults[family]["guidance_scale"]
     denoise = diffusion.cfg_denoiser(pipe.unet, pipe.unet, g)
     pipe.scheduler = diffusion.sampling_scheduler(pipe, "ddim")
     out: dict[str, torch.Tensor] = {}
@@ -79,7 +79,7 @@ def method_rows(pipe, family: str, steps: int, batch: int, rounds: int, root: Pa
     full = artifacts(pipe, root)
     rows = []
     for method_id, extra in VARIANTS:
-        cls = methods.get(method_id)
+        cls = METHODS.get(method_id)
         cfg = cls.Config(**{**cls.defaults.get(family, {}), **extra})
         denoise = cls(cfg).denoiser(pipe, full if cls.trains else None, lambda mid: full)
         recorder = common.Recorder()

@@ -35,6 +35,7 @@ import torch
 
 from bench import models, suites
 from bench.tiny import data, prepare, pretrain, world
+from bench.tiny.files import WorldFiles
 from methods.core import diffusion
 from metrics import fidelity, oracle, tiny_pickscore
 
@@ -53,20 +54,20 @@ def _override(p: pretrain.Preset, assignments: list[str]) -> pretrain.Preset:
     return dataclasses.replace(p, **changes, name=p.name + ("-variant" if changes else ""))
 
 
-def build(results: Path, p: pretrain.Preset) -> tuple[Path, Any, dict[str, float]]:
-    """The world's folder, its loaded pipeline, and the seconds each preparation stage took."""
-    folder = results / "models" / f"tiny-{p.name}-{prepare.preset_hash(p)}"
+def build(results: Path, p: pretrain.Preset) -> tuple[WorldFiles, Any, dict[str, float]]:
+    """The world's files, its loaded pipeline, and the seconds each preparation stage took."""
+    files = WorldFiles(results / "models" / f"tiny-{p.name}-{prepare.preset_hash(p)}")
     times: dict[str, float] = {}
-    if not folder.exists():
-        prepare.build(folder, p, lambda *a: None, print)
-    manifest = json.loads((folder / prepare.MANIFEST).read_text())
+    if not files.folder.exists():
+        prepare.build(files.folder, p, lambda *a: None, print)
+    manifest = json.loads(files.manifest.read_text())
     times.update(manifest["times"])
-    pipe = models.load_pipeline(folder / "pipeline")
-    data.ensure_pickscore(folder, pipe, p.n_pairs, p.pickscore_steps)  # and tiny-pickapic before it
+    pipe = models.load_pipeline(files.pipeline)
+    data.ensure_pickscore(files, pipe, p.n_pairs, p.pickscore_steps)  # and tiny-pickapic before it
     # Each stage records its own seconds, so a re-run on a built world reports the first build's times.
-    times["pairs_s"] = _pair_stats(folder)["seconds"]
-    times["pickscore_s"] = _pickscore_meta(folder)["train_s"]
-    return folder, pipe, times
+    times["pairs_s"] = _pair_stats(files)["seconds"]
+    times["pickscore_s"] = _pickscore_meta(files)["train_s"]
+    return files, pipe, times
 
 
 def sample_eval(pipe: Any, seeds: int) -> tuple[torch.Tensor, list[str]]:
@@ -130,12 +131,12 @@ def fidelity_curve(pipe: Any, p: pretrain.Preset, steps: list[int], scorer: fide
     return rows
 
 
-def _pair_stats(folder: Path) -> dict:
-    return json.loads((folder / data.PAIR_STATS).read_text())
+def _pair_stats(files: WorldFiles) -> dict:
+    return json.loads(files.pair_stats.read_text())
 
 
-def _pickscore_meta(folder: Path) -> dict:
-    return json.loads((folder / data.PICKSCORE / tiny_pickscore.VOCAB).read_text())
+def _pickscore_meta(files: WorldFiles) -> dict:
+    return json.loads((files.reward("tiny-pickscore") / tiny_pickscore.VOCAB).read_text())
 
 
 def main() -> None:
@@ -148,18 +149,18 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     p = _override(prepare.preset(args.preset), args.set)
-    folder, pipe, times = build(args.results, p)
-    scorer = fidelity.Fidelity(folder / "rewards" / "fidelity").load()
+    files, pipe, times = build(args.results, p)
+    scorer = fidelity.Fidelity(files.reward("fidelity")).load()
     t = time.perf_counter()
     images, prompts = sample_eval(pipe, args.seeds)
     sample_s = time.perf_counter() - t
     captions = [t for t in prompts for _ in range(args.seeds)]
     ok = faithful(scorer, images, captions).view(len(prompts), args.seeds)
     u = oracle.utility(images).view(len(prompts), args.seeds)
-    stats = _pair_stats(folder)
-    manifest = json.loads((folder / prepare.MANIFEST).read_text())
+    stats = _pair_stats(files)
+    manifest = json.loads(files.manifest.read_text())
     rows = {
-        "world": folder.name,
+        "world": files.folder.name,
         **{k: f"{v:.0f} s" for k, v in times.items() if k != "total_s"},
         "prepare total (pipeline + pairs + pickscore)": f"{(times['total_s'] + times['pairs_s'] + times['pickscore_s']) / 60:.1f} min",
         "classifier accuracy (fresh renders)": f"{manifest['classifier_accuracy']:.3f}",
@@ -170,7 +171,7 @@ def main() -> None:
         **({k: f"{v:.3f}" for k, v in headroom(u, ok).items()} if args.seeds > 8 else {}),
         "annotator agreement (tiny-pickapic, non-tied)": f"{stats['agreement_with_oracle']:.3f}",
         "annotator ties": f"{stats['ties']:.3f}",
-        "tiny-pickscore held-out accuracy": f"{_pickscore_meta(folder)['heldout_accuracy']:.3f}",
+        "tiny-pickscore held-out accuracy": f"{_pickscore_meta(files)['heldout_accuracy']:.3f}",
         f"eval sampling ({len(images)} images)": f"{sample_s:.0f} s",
     }
     width = max(map(len, rows))

@@ -29,19 +29,19 @@ from types import SimpleNamespace
 import torch
 
 import common  # benchmarks/common.py, beside this script
-import methods
+from bench.registry import METHODS
 from methods.core.api import ImageData, PairData, TrainContext
 from methods.core.diffusion import encode_prompts, latent_shape
+from methods.core.types import PAIRS
 
-TRAINING = ["dpo", "sdpo", "npo", "contrastive", "self_npo", "tailorpo"]
-DPO_FAMILY = {"dpo", "sdpo", "npo", "contrastive"}  # the train_pairs loop
+TRAINING = [m for m in METHODS.available() if METHODS.get(m).trains]
 CAPTIONS = ["a red circle on a white background", "a small blue square", "a big green triangle", "a yellow star"]
 SMALL = {"batch_pairs": 4, "micro_batch_pairs": 0, "batch_size": 4, "micro_batch": 0, "optimizer": "adamw",
          "gradient_checkpointing": False}
 
 
 def config(method_id: str, scale: str, steps: int):
-    cls = methods.get(method_id)
+    cls = METHODS.get(method_id)
     names = {f.name for f in dataclasses.fields(cls.Config)}
     values = dict(cls.defaults["tiny" if scale == "tiny" else "sd15"])
     values.update({k: v for k, v in ({"steps": steps, "warmup_steps": 0} | (SMALL if scale != "tiny" else {})).items()
@@ -120,11 +120,11 @@ def main() -> None:
                 floor_ms.append(1e3 * common.median(floor))
                 store_ms.append(1e3 * write)
                 ratios.append(step_ms[-1] / floor_ms[-1])
-            _, cfg = config(method_id, scale, args.steps)
+            cls, cfg = config(method_id, scale, args.steps)
             what = ("LoRA r%d" % cfg.lora_rank) if getattr(cfg, "lora_rank", 0) else "full"
             n_calls = common.median(len(c) for c in calls)
             rows.append([method_id, what, f"{n_calls:g}", common.spread(step_ms, "{:.1f}"), common.spread(floor_ms, "{:.1f}"),
-                         f"**{common.spread(ratios, '{:.2f}')}**", "≤ 1.10" if method_id in DPO_FAMILY else "—",
+                         f"**{common.spread(ratios, '{:.2f}')}**", "≤ 1.10" if PAIRS in cls(cfg).needs() else "—",
                          common.spread(store_ms, "{:.1f}")])
         common.print_table(
             f"Training step over its UNet floor, {scale} scale (ms per optimizer step; median (range) of "

@@ -29,8 +29,11 @@ from typing import Any, Callable
 
 import torch
 
-from methods.core.api import Denoiser, Method, PairData, TrainContext, sample_only
-from methods.core.pairs import PairTrainConfig
+from methods.core.api import Denoiser, Method, TrainContext, sample_only
+from methods.core.diffusion import cfg, per_sample_mse, sample_noise_and_timesteps, unet_eps, unet_eps_both
+from methods.core.pairs import PairTrainConfig, noisy_and_target, train_pairs
+from methods.core.training import load_trained_unet
+from methods.core.types import PAIRS, PairData
 
 VARIANTS = ("cpgd", "pgd")
 
@@ -45,9 +48,6 @@ def sft_errors(side: str) -> Callable[..., torch.Tensor]:
     """An ``errors_fn`` for train_pairs: (B,) ε-MSE of the ``side`` ("w" or "l") image of each pair."""
 
     def errors(unet: Any, ref: Any, batch: PairData, scheduler: Any, generator: torch.Generator) -> torch.Tensor:
-        from methods.core.diffusion import per_sample_mse, sample_noise_and_timesteps, unet_eps
-        from methods.core.pairs import noisy_and_target
-
         latents = batch.latents_w if side == "w" else batch.latents_l  # (B, C, h, w)
         noise, t = sample_noise_and_timesteps(latents, scheduler.config.num_train_timesteps, generator)
         x_t, target = noisy_and_target(scheduler, latents, noise, t)
@@ -98,6 +98,12 @@ class ContrastiveGuidance(Method):
                  "gradient_checkpointing": True},
     }
 
+    def needs(self) -> frozenset[str]:
+        return frozenset({PAIRS}) if self.cfg.variant == "cpgd" else frozenset()
+
+    def packages(self) -> dict[str, str]:
+        return super().packages() if self.cfg.variant == "cpgd" else {}  # pgd trains nothing
+
     def requires(self) -> list[str]:
         return ["dpo"] if self.cfg.variant == "pgd" else []
 
@@ -105,7 +111,6 @@ class ContrastiveGuidance(Method):
         """cPGD: θ₊ by SFT on the winners into out_dir/positive, θ₋ on the losers into out_dir/negative."""
         if self.cfg.variant == "pgd":
             return  # the module is the trained dpo UNet
-        from methods.core.pairs import train_pairs
 
         def loss_fn(err: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
             return err.mean(), {}  # F.mse_loss(pred, target).mean() over the images of the batch
@@ -117,9 +122,6 @@ class ContrastiveGuidance(Method):
             train_pairs(sub, self.cfg, loss_fn, errors_fn=sft_errors(side))
 
     def denoiser(self, pipe: Any, artifact: Path | None, artifacts: Callable[[str], Path]) -> Denoiser:
-        from methods.core.diffusion import cfg, unet_eps, unet_eps_both
-        from methods.core.pairs import load_trained_unet
-
         if self.cfg.variant == "pgd":
             pos, neg = load_trained_unet(pipe, artifacts("dpo")), pipe.unet
         elif artifact is None:

@@ -22,23 +22,23 @@ SD1.5 script differ by constants; ``beta_convention`` converts on load, methods.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Callable
-
 import torch
 
-from methods.core.api import Denoiser, Method, TrainContext
+from methods.core.api import TrainContext
+from methods.core.diffusion import latent_shape
 # The objective and its config live in methods.core (sdpo and npo build on them); re-exported here.
 from methods.core.dpo_loss import CONVENTIONS, DPOConfig, convert_beta, dpo_loss
+from methods.core.pairs import PairErrors, train_pairs
+from methods.core.training import TrainedUNetMethod
+from methods.core.types import PAIRS
 
 __all__ = ["CONVENTIONS", "DPOConfig", "DiffusionDPO", "METHOD", "convert_beta", "dpo_loss"]
 
 
-class DiffusionDPO(Method):
+class DiffusionDPO(TrainedUNetMethod):
     id = "dpo"
     paper = "https://arxiv.org/abs/2311.12908"
     Config = DPOConfig
-    trains = True
     defaults = {
         # tiny world: the official β and warmup; lr, steps and batch sized for a 2-core CPU run (~2 min).
         # Untuned: the first setting tried moved the oracle (benchmarks/run_default.py).
@@ -55,10 +55,10 @@ class DiffusionDPO(Method):
                  "gradient_checkpointing": True},
     }
 
-    def train(self, ctx: TrainContext) -> None:
-        from methods.core.diffusion import latent_shape
-        from methods.core.pairs import PairErrors, train_pairs
+    def needs(self) -> frozenset[str]:
+        return frozenset({PAIRS})
 
+    def train(self, ctx: TrainContext) -> None:
         c, h, w = latent_shape(ctx.pipe)
         beta_sf = self.cfg.beta_sf(c * h * w)
 
@@ -68,15 +68,6 @@ class DiffusionDPO(Method):
                           "ref_err_l": float(e.ref_err_l.mean())}
 
         train_pairs(ctx, self.cfg, loss_fn)
-
-    def denoiser(self, pipe: Any, artifact: Path | None, artifacts: Callable[[str], Path]) -> Denoiser:
-        from methods.core.diffusion import cfg_denoiser
-        from methods.core.pairs import load_trained_unet
-
-        if artifact is None:
-            raise ValueError("dpo samples with its trained UNet: train it first (artifact is None)")
-        unet = load_trained_unet(pipe, artifact)
-        return cfg_denoiser(unet, unet, self.cfg.guidance_scale)
 
 
 METHOD = DiffusionDPO

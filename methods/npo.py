@@ -33,8 +33,12 @@ from typing import Any, Callable
 
 import torch
 
-from methods.core.api import Denoiser, Method, PairData, TrainContext, sample_only
+from methods.core.api import Denoiser, TrainContext, sample_only
+from methods.core.diffusion import cfg_denoiser, latent_shape
 from methods.core.dpo_loss import DPOConfig, dpo_loss
+from methods.core.pairs import PairErrors, train_pairs
+from methods.core.training import TrainedUNetMethod, load_trained_unet
+from methods.core.types import PAIRS, PairData
 
 
 def flip_pairs(data: PairData) -> PairData:
@@ -88,11 +92,10 @@ class NPOConfig(DPOConfig):
         super().validate()
 
 
-class DiffusionNPO(Method):
+class DiffusionNPO(TrainedUNetMethod):
     id = "npo"
     paper = "https://arxiv.org/abs/2505.11245"
     Config = NPOConfig
-    trains = True
     defaults = {
         # tiny world: dpo's tiny recipe on flipped labels, as a FULL negative fine-tune. The rank-8 LoRA
         # (attention only, which the tiny UNet has at two levels) barely moved the unconditional branch:
@@ -110,14 +113,14 @@ class DiffusionNPO(Method):
                  "micro_batch_pairs": 30, "warmup_steps": 0, "lora_rank": 8, "gradient_checkpointing": True},
     }
 
+    def needs(self) -> frozenset[str]:
+        return frozenset({PAIRS})
+
     def requires(self) -> list[str]:
         return [self.cfg.stack_on] if self.cfg.stack_on else []
 
     def train(self, ctx: TrainContext) -> None:
         """The flipped-label DPO LoRA, from the base model whatever ``stack_on`` is (as official)."""
-        from methods.core.diffusion import latent_shape
-        from methods.core.pairs import PairErrors, train_pairs
-
         c, h, w = latent_shape(ctx.pipe)
         beta_sf = self.cfg.beta_sf(c * h * w)
 
@@ -128,12 +131,7 @@ class DiffusionNPO(Method):
         train_pairs(replace(ctx, pairs=lambda: flip_pairs(ctx.pairs())), self.cfg, loss_fn)
 
     def denoiser(self, pipe: Any, artifact: Path | None, artifacts: Callable[[str], Path]) -> Denoiser:
-        from methods.core.diffusion import cfg_denoiser
-        from methods.core.pairs import load_trained_unet
-
-        if artifact is None:
-            raise ValueError("npo samples with its trained negative model: train it first (artifact is None)")
-        npo = load_trained_unet(pipe, artifact)  # θ_base + δ_npo, fused
+        npo = self.trained_unet(pipe, artifact, "its trained negative model")  # θ_base + δ_npo, fused
         if not self.cfg.stack_on:
             return cfg_denoiser(pipe.unet, npo, self.cfg.guidance_scale)  # θ_neg = θ_npo exactly
         positive = load_trained_unet(pipe, artifacts(self.cfg.stack_on))

@@ -24,13 +24,15 @@ other fields are Diffusion-DPO's. The per-step ``lambda`` (mean over micro-batch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
 
 import torch
 
-from methods.core.api import Denoiser, Method, TrainContext
+from methods.core.api import TrainContext
+from methods.core.diffusion import latent_shape
 from methods.core.dpo_loss import DPOConfig, dpo_loss
+from methods.core.pairs import PairErrors, train_pairs
+from methods.core.training import TrainedUNetMethod
+from methods.core.types import PAIRS
 
 LAMBDA_EPS = 1e-9  # official: λ = (1−μ)·num / (den + 1e-9), num and den on the gradients of the means
 
@@ -68,11 +70,10 @@ class SDPOConfig(DPOConfig):
         super().validate()
 
 
-class DiffusionSDPO(Method):
+class DiffusionSDPO(TrainedUNetMethod):
     id = "sdpo"
     paper = "https://arxiv.org/abs/2511.03317"
     Config = SDPOConfig
-    trains = True
     defaults = {
         # tiny world: dpo's tiny values plus μ of the SD1.5 script, so that the two differ only by λ.
         "tiny": {"guidance_scale": 5.0, "beta": 5000.0, "mu": 0.9, "lr": 1e-5, "steps": 300, "batch_pairs": 16,
@@ -89,10 +90,10 @@ class DiffusionSDPO(Method):
                  "gradient_checkpointing": True},
     }
 
-    def train(self, ctx: TrainContext) -> None:
-        from methods.core.diffusion import latent_shape
-        from methods.core.pairs import PairErrors, train_pairs
+    def needs(self) -> frozenset[str]:
+        return frozenset({PAIRS})
 
+    def train(self, ctx: TrainContext) -> None:
         c, h, w = latent_shape(ctx.pipe)
         beta_sf, mu = self.cfg.beta_sf(c * h * w), self.cfg.mu
 
@@ -104,15 +105,6 @@ class DiffusionSDPO(Method):
                           "ref_err_l": float(e.ref_err_l.mean())}
 
         train_pairs(ctx, self.cfg, loss_fn)
-
-    def denoiser(self, pipe: Any, artifact: Path | None, artifacts: Callable[[str], Path]) -> Denoiser:
-        from methods.core.diffusion import cfg_denoiser
-        from methods.core.pairs import load_trained_unet
-
-        if artifact is None:
-            raise ValueError("sdpo samples with its trained UNet: train it first (artifact is None)")
-        unet = load_trained_unet(pipe, artifact)
-        return cfg_denoiser(unet, unet, self.cfg.guidance_scale)
 
 
 METHOD = DiffusionSDPO

@@ -46,16 +46,18 @@ Config ↔ paper/code: ``teacher_steps`` = K; ``grid_steps`` = ``--num_ddim_time
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
-from methods.core.api import Cond, Denoiser, Method, MethodConfig, TrainContext, sample_only
-from methods.core.diffusion import ddim_eps, ddim_transition, ddim_x0, unet_eps, unet_eps_both
-from methods.core.pairs import OPTIMIZERS
+from methods.core.api import Denoiser, TrainContext, sample_only
+from methods.core.diffusion import (cfg_denoiser, ddim_eps, ddim_transition, ddim_x0, encode_uncond, train_scheduler,
+                                    unet_eps, unet_eps_both)
+from methods.core.training import (OptimizerConfig, Part, Trainer, TrainedUNetMethod, check_all, index_batches,
+                                   master_copy, micro_batches, save_unet)
+from methods.core.types import IMAGES, Cond
 
 
 def ddim_grid(num_train_timesteps: int, steps: int) -> torch.Tensor:
@@ -137,7 +139,7 @@ def teacher_rollout(teacher: Any, x: torch.Tensor, k: torch.Tensor, cond: Cond, 
 
 
 @dataclass(frozen=True)
-class SelfNPOConfig(MethodConfig):
+class SelfNPOConfig(OptimizerConfig):
     teacher_steps: int = 5  # K: train.py runs 6 teacher evaluations, `if i >= 5: break` -> 5 DDIM moves
     grid_steps: int = 25  # --num_ddim_timesteps (default 25): the grid {39, 79, …, 999}
     teacher_guidance: float = -1.0  # w in x̂0 = x̂0_c + w(x̂0_c − x̂0_u); train.py `w = - 1` (SDXL −5)
@@ -148,39 +150,30 @@ class SelfNPOConfig(MethodConfig):
     steps: int = 1000  # train.sh --max_train_steps
     batch_size: int = 20  # train.sh --train_batch_size, accumulation 1 (GPU count not stated)
     micro_batch: int = 0  # images per forward/backward (gradient accumulation); 0 = whole batch
-    optimizer: str = "adamw"  # adamw | adamw8bit | adafactor (the code: bitsandbytes AdamW8bit, β 0.9/0.999)
-    grad_clip: float = 1.0  # --max_grad_norm default 1.0, clipped every step
-    gradient_checkpointing: bool = False  # memory only; on in train_xl.sh
-    seed: int = 0  # data order, t0, noises, s
+    # Inherited from the loop's configs as they are (methods/core/training.py):
+    # optimizer "adamw": adamw | adamw8bit | adafactor (the code: bitsandbytes AdamW8bit, β 0.9/0.999);
+    # grad_clip 1.0: --max_grad_norm default 1.0, clipped every step;
+    # gradient_checkpointing False: memory only; on in train_xl.sh; seed 0: data order, t0, noises, s.
     neg_weight: float = sample_only(1.0)  # β in θ_neg = θ_base + β·δ (paper: β ∈ [0, 1])
 
     def validate(self) -> None:
         super().validate()
-        checks = [
+        check_all([
             (self.teacher_steps >= 1, f"teacher_steps must be >= 1, got {self.teacher_steps}"),
             (1 <= self.grid_steps <= 1000, f"grid_steps must be in [1, 1000], got {self.grid_steps}"),
             (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
             (self.huber_c > 0, f"huber_c must be > 0, got {self.huber_c}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (0 <= self.micro_batch <= self.batch_size,
              f"micro_batch must be in [0, batch_size={self.batch_size}], got {self.micro_batch}"),
-            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; available: {', '.join(OPTIMIZERS)}"),
-            (self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
             (self.neg_weight >= 0, f"neg_weight must be >= 0, got {self.neg_weight}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        ])
 
 
-class SelfNPO(Method):
+class SelfNPO(TrainedUNetMethod):
     id = "self_npo"
     paper = "https://arxiv.org/abs/2505.11777"
     Config = SelfNPOConfig
-    trains = True
     defaults = {
         # tiny world: lr 10x the official one (a tiny UNet barely moves at 1e-6); 5e-5 was no better.
         "tiny": {"guidance_scale": 5.0, "lr": 1e-5, "steps": 200, "batch_size": 16, "weight_decay": 1e-3},
@@ -194,13 +187,12 @@ class SelfNPO(Method):
                  "micro_batch": 2, "teacher_guidance": -5.0, "gradient_checkpointing": True, "optimizer": "adamw8bit"},
     }
 
-    def train(self, ctx: TrainContext) -> None:
-        from methods.core.diffusion import encode_uncond, train_scheduler
-        from methods.core.pairs import index_batches, make_optimizer, save_unet
+    def needs(self) -> frozenset[str]:
+        return frozenset({IMAGES})
 
+    def train(self, ctx: TrainContext) -> None:
         cfg, device, pipe, dist = self.cfg, ctx.device, ctx.pipe, ctx.dist
-        micro = cfg.micro_batch or cfg.batch_size
-        dist.check_split([micro, cfg.batch_size % micro], "batch_size / micro_batch")
+        micros = micro_batches(dist, cfg.batch_size, cfg.micro_batch, "batch_size / micro_batch")
         data = ctx.images()
         if len(data) == 0:
             raise ValueError("self_npo trains on captioned images: ctx.images() is empty")
@@ -211,45 +203,26 @@ class SelfNPO(Method):
         abar = sched.alphas_cumprod.to(device, torch.float32)
         grid = ddim_grid(n_train, cfg.grid_steps).to(device)
         gen = torch.Generator().manual_seed(cfg.seed)
-        student = copy.deepcopy(pipe.unet).to(device)
-        if student.dtype != torch.float32:
-            student.to(torch.float32)  # fp32 master weights; autocast computes in ctx.dtype
+        student = master_copy(pipe.unet, device)
         student.requires_grad_(True).train()
         teacher = copy.deepcopy(student).requires_grad_(False).eval()  # EMA teacher, initialised = base
         if cfg.gradient_checkpointing:
             student.enable_gradient_checkpointing()
-        params = list(student.parameters())
-        opt = make_optimizer(params, cfg.optimizer, cfg.lr, cfg.weight_decay)  # constant LR, as the code
-        amp = ctx.dtype != torch.float32
-        scaler = torch.amp.GradScaler(device.type, enabled=ctx.dtype == torch.float16)
+        trainer = Trainer(ctx, cfg, list(student.parameters()), cfg.optimizer)  # constant LR, as the code
         uncond = encode_uncond(pipe, 1, device)
         batches = index_batches(len(data), cfg.batch_size, gen)
-        for step in range(1, cfg.steps + 1):
+
+        def parts() -> Iterator[Part]:
             idx = next(batches)
-            opt.zero_grad(set_to_none=True)
-            logs: dict[str, float] = {}
-            for lo in range(0, cfg.batch_size, micro):
-                n = min(micro, cfg.batch_size - lo)  # images in this micro-batch, over all processes
+            for lo, n, weight in micros:  # n images in this micro-batch, over all processes
                 part = idx[lo:lo + n][dist.rows(n)]  # this process's rows (methods/core/parallel.py)
                 x0, cond = data.latents[part].to(device, torch.float32), data.cond.index(part).to(device)
-                weight = n / cfg.batch_size  # micro-batches average to the full-batch mean
-                with torch.autocast(device.type, dtype=ctx.dtype, enabled=amp), dist.draws(gen, n):
-                    loss, part_logs = self._loss(student, teacher, x0, cond, uncond.repeat(len(part)), abar, grid,
-                                                 kind, gen, lambda v: dist.gather(v, n))
-                scaler.scale(loss * weight).backward()
-                for key, v in {"loss": float(loss.detach()), **part_logs}.items():
-                    logs[key] = logs.get(key, 0.0) + weight * v
-            dist.sum_grads(params)
-            scaler.unscale_(opt)
-            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-            logs["lr"] = opt.param_groups[0]["lr"]
-            scaler.step(opt)
-            scaler.update()
-            ema_update(teacher, student, cfg.ema_decay)
-            if not math.isfinite(logs["loss"]):
-                raise FloatingPointError(f"loss is {logs['loss']} at step {step}")
-            ctx.log(step, logs)
-            ctx.progress(step, cfg.steps)
+                with trainer.autocast(), dist.draws(gen, n):
+                    loss, logs = self._loss(student, teacher, x0, cond, uncond.repeat(len(part)), abar, grid, kind,
+                                            gen, lambda v: dist.gather(v, n))
+                yield loss, logs, weight
+
+        trainer.run(parts, after_step=lambda: ema_update(teacher, student, cfg.ema_decay))
         if dist.is_main:  # every process holds the same weights
             save_unet(student.eval(), pipe, Path(ctx.out_dir), lora=False)
 
@@ -275,12 +248,7 @@ class SelfNPO(Method):
                       "s": float(gather(s.float()).mean())}
 
     def denoiser(self, pipe: Any, artifact: Path | None, artifacts: Callable[[str], Path]) -> Denoiser:
-        from methods.core.diffusion import cfg_denoiser
-        from methods.core.pairs import load_trained_unet
-
-        if artifact is None:
-            raise ValueError("self_npo samples with its trained negative model: train it first (artifact is None)")
-        negative = load_trained_unet(pipe, artifact)  # θ_base + δ
+        negative = self.trained_unet(pipe, artifact, "its trained negative model")  # θ_base + δ
         if self.cfg.neg_weight != 1.0:
             with torch.no_grad():
                 negative.load_state_dict(mix_weights(pipe.unet.state_dict(), negative.state_dict(),

@@ -46,17 +46,19 @@ Config ↔ symbols: ``beta`` = β; ``eta`` = η of DDIM; ``rollout_steps`` = S; 
 
 from __future__ import annotations
 
-import copy
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 
-from methods.core.api import Cond, Denoiser, Method, MethodConfig, TrainContext
-from methods.core.diffusion import cfg_denoiser, ddim_eps, ddim_transition, ddim_x0, vae_decode
+from methods.core.api import TrainContext
+from methods.core.diffusion import (cfg_denoiser, ddim_eps, ddim_transition, ddim_x0, encode_prompts, encode_uncond,
+                                    latent_shape, sample_latents, vae_decode)
+from methods.core.training import (Part, Trainer, TrainedUNetMethod, WarmupConfig, adapters_disabled, attach_lora,
+                                   check_all, index_batches, master_copy, save_unet)
+from methods.core.types import PROMPTS, REWARD, Cond
 
 RewardFn = Callable[[torch.Tensor, list[str]], torch.Tensor]  # (N, 3, H, W) in [0, 1], prompts -> (N,)
 
@@ -124,49 +126,40 @@ def step_rewards(unet: Any, vae: Any, score: RewardFn, x: torch.Tensor, t_prev: 
 
 
 @dataclass(frozen=True)
-class TailorPOConfig(MethodConfig):
+class TailorPOConfig(WarmupConfig):
     beta: float = 10.0  # β on per-element log-probs; SPO basic_config train.beta (no TailorPO value known)
     lr: float = 6e-5  # SPO basic_config (SD1.5 LoRA), constant
     steps: int = 1000  # optimizer steps: not published for TailorPO; our choice
     batch_size: int = 10  # prompts (= pairs) per step; SPO sample_batch_size / train_batch_size 10
     warmup_steps: int = 0  # SPO: constant LR
     weight_decay: float = 1e-4  # SPO adam_weight_decay
-    grad_clip: float = 1.0  # SPO max_grad_norm
+    # Inherited as they are (methods/core/training.py): grad_clip 1.0 (SPO max_grad_norm); seed 0 (prompt
+    # order, rollout noise, k, candidate noise, LoRA init). The optimizer is always AdamW (SPO's).
     lora_rank: int = 4  # SPO SD1.5 lora_rank (alpha = rank, to_q/k/v/out.0); reference = adapters off
     rollout_steps: int = 20  # S: DDIM steps of the online sampler (SPO / D3PO: 20)
     eta: float = 1.0  # DDIM η of rollouts and of the pair's transition (SPO sample.eta)
     train_guidance_scale: float = 5.0  # CFG of rollouts, candidates and training log-probs (SPO: 5, train.cfg)
     gradient_guidance: bool = False  # TailorPO-G
     guidance_eta: float = 0.5  # η_g of TailorPO-G in units of σ_t (our reconstruction; no published value)
-    seed: int = 0  # prompt order, rollout noise, k, candidate noise, LoRA init
 
     def validate(self) -> None:
         super().validate()
-        checks = [
+        check_all([
             (self.beta > 0, f"beta must be > 0, got {self.beta}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
             (self.lora_rank >= 1, f"lora_rank must be >= 1 (the reference is the LoRA policy with adapters "
                                   f"off), got {self.lora_rank}"),
             (self.rollout_steps >= 1, f"rollout_steps must be >= 1, got {self.rollout_steps}"),
             (0 < self.eta <= 1, f"eta must be in (0, 1] (candidates need a stochastic transition), got {self.eta}"),
             (self.train_guidance_scale >= 0, f"train_guidance_scale must be >= 0, got {self.train_guidance_scale}"),
             (self.guidance_eta >= 0, f"guidance_eta must be >= 0, got {self.guidance_eta}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        ])
 
 
-class TailorPO(Method):
+class TailorPO(TrainedUNetMethod):
     id = "tailorpo"
     paper = "https://arxiv.org/abs/2502.01667"
     Config = TailorPOConfig
-    trains = True
     defaults = {
         # tiny world (v3, tiny-train, seeds 0-1): lr 1e-4 does not move the LoRA in 200 steps; at 1e-3 a
         # batch of 8 pairs is mostly noise (its own reward, tiny-pickscore, wins 0.37 / 0.53 for seeds
@@ -184,12 +177,11 @@ class TailorPO(Method):
                  "rollout_steps": 20, "eta": 1.0, "train_guidance_scale": 5.0},
     }
 
+    def needs(self) -> frozenset[str]:
+        return frozenset({PROMPTS, REWARD})
+
     def train(self, ctx: TrainContext) -> None:
         from diffusers import DDIMScheduler
-
-        from methods.core.diffusion import encode_prompts, encode_uncond, latent_shape, sample_latents
-        from methods.core.pairs import (adapters_disabled, attach_lora, index_batches, make_optimizer, save_unet,
-                                        warmup_schedule)
 
         cfg, device, pipe, dist = self.cfg, ctx.device, ctx.pipe, ctx.dist
         dist.check_split([cfg.batch_size], "batch_size")
@@ -198,15 +190,10 @@ class TailorPO(Method):
             raise ValueError("tailorpo trains on prompts: ctx.prompts() is empty")
         score = reward_fn(ctx.reward())
         gen = torch.Generator().manual_seed(cfg.seed)
-        policy = copy.deepcopy(pipe.unet).to(device)
-        if policy.dtype != torch.float32:
-            policy.to(torch.float32)  # fp32 master weights; autocast computes in ctx.dtype
+        policy = master_copy(pipe.unet, device)
         params = attach_lora(policy, cfg.lora_rank, gen)
         policy.train()
-        opt = make_optimizer(params, "adamw", cfg.lr, cfg.weight_decay)
-        lr_sched = warmup_schedule(opt, cfg.warmup_steps)
-        amp = ctx.dtype != torch.float32
-        scaler = torch.amp.GradScaler(device.type, enabled=ctx.dtype == torch.float16)
+        trainer = Trainer(ctx, cfg, params, "adamw", cfg.warmup_steps)
         # No x̂0 clipping: the transition must be exactly the Gaussian of ddim_transition.
         sched = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False, thresholding=False)
         kind, ratio = sched.config.prediction_type, sched.config.num_train_timesteps // cfg.rollout_steps
@@ -228,14 +215,14 @@ class TailorPO(Method):
         def gather(v: torch.Tensor) -> torch.Tensor:  # all processes' rows: the loss and logs see the batch
             return dist.gather(v, n)
 
-        for step in range(1, cfg.steps + 1):
+        def parts() -> Iterator[Part]:  # one micro-batch: the whole batch of prompts
             texts = [prompts[i] for i in next(batches).tolist()][mine]
             cond = encode_prompts(pipe, texts, device).to(device, torch.float32)
             uncond = uncond1.repeat(len(texts)).to(device, torch.float32)
             k = int(torch.randint(n_k, (1,), generator=gen))
             with dist.draws(gen, n):  # per-prompt noise of the rollout, drawn as one process would
                 noise = torch.randn((len(texts), *shape), generator=gen)
-                with torch.no_grad(), torch.autocast(device.type, dtype=ctx.dtype, enabled=amp):
+                with torch.no_grad(), trainer.autocast():
                     x_t = sample_latents(pipe, rollout, cond, uncond, noise, cfg.rollout_steps, sched, stop_after=k,
                                          step_kwargs={"eta": cfg.eta, "generator": gen})
                     t = int(sched.timesteps[k])
@@ -245,26 +232,16 @@ class TailorPO(Method):
                     mean, std = transition(policy, x_t, t, cond, uncond, g, a_t, a_prev, cfg.eta, kind)
             cand_noise = torch.randn((2, n, *x_t.shape[1:]), generator=gen)[:, mine]
             cands = mean + std * cand_noise.to(device)  # (2, B, C, h, w)
-            with torch.autocast(device.type, dtype=ctx.dtype, enabled=amp):
+            with trainer.autocast():
                 x_w, x_l, logs = self._pair(policy, pipe.vae, score, cands, std, t_prev, a_prev, cond, uncond, texts,
                                             kind, gather)
                 with torch.no_grad(), adapters_disabled(policy):
                     mean_ref, _ = transition(policy, x_t, t, cond, uncond, g, a_t, a_prev, cfg.eta, kind)
                 mean_theta, _ = transition(policy, x_t, t, cond, uncond, g, a_t, a_prev, cfg.eta, kind)
             loss, _, acc = tailorpo_loss(gather(x_w), gather(x_l), gather(mean_theta), gather(mean_ref), std, cfg.beta)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            dist.sum_grads(params)
-            scaler.unscale_(opt)
-            logs.update(loss=float(loss.detach()), implicit_acc=float(acc), t=float(t), lr=opt.param_groups[0]["lr"],
-                        grad_norm=float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)))
-            scaler.step(opt)
-            scaler.update()
-            lr_sched.step()
-            if not math.isfinite(logs["loss"]):
-                raise FloatingPointError(f"loss is {logs['loss']} at step {step}")
-            ctx.log(step, logs)
-            ctx.progress(step, cfg.steps)
+            yield loss, {**logs, "implicit_acc": float(acc), "t": float(t)}, 1.0
+
+        trainer.run(parts)
         if dist.is_main:  # every process holds the same weights
             save_unet(policy.eval(), pipe, Path(ctx.out_dir), lora=True)
 
@@ -297,14 +274,6 @@ class TailorPO(Method):
         r_w, r_l = gather(torch.where(first, r[0], r[1])), gather(torch.where(first, r[1], r[0]))
         logs.update(reward_w=float(r_w.mean()), reward_l=float(r_l.mean()), reward_gap=float((r_w - r_l).mean()))
         return x_w.detach(), x_l.detach(), logs
-
-    def denoiser(self, pipe: Any, artifact: Path | None, artifacts: Callable[[str], Path]) -> Denoiser:
-        from methods.core.pairs import load_trained_unet
-
-        if artifact is None:
-            raise ValueError("tailorpo samples with its trained UNet: train it first (artifact is None)")
-        unet = load_trained_unet(pipe, artifact)
-        return cfg_denoiser(unet, unet, self.cfg.guidance_scale)
 
 
 METHOD = TailorPO

@@ -13,9 +13,10 @@ from typing import Any, Callable
 
 import torch
 
-import methods
-from methods.core.api import ImageData, Method, MethodConfig, PairData, TrainContext
+from bench.registry import METHODS
+from methods.core.api import Method, MethodConfig, TrainContext
 from methods.core.diffusion import encode_prompts, latent_shape
+from methods.core.types import IMAGES, PAIRS, PROMPTS, REWARD, ImageData, PairData
 
 CAPTIONS = ["a photo of a cat", "a dog", "cat", "dog photo"]
 
@@ -53,19 +54,31 @@ def toy_reward(images: Any, prompts: list[str]) -> torch.Tensor:
 
 
 def make_context(pipe: Any, out_dir: Path, seed: int = 0, artifacts: Callable[[str], Path] | None = None,
-                 pairs: PairData | None = None) -> tuple[TrainContext, list[tuple[int, dict[str, float]]]]:
-    """A CPU ``TrainContext`` over synthetic data; returns it and the list its ``log`` appends to."""
+                 pairs: PairData | None = None, needs: frozenset[str] | None = None
+                 ) -> tuple[TrainContext, list[tuple[int, dict[str, float]]]]:
+    """A CPU ``TrainContext`` over synthetic data; returns it and the list its ``log`` appends to.
+
+    With ``needs`` (a method's ``needs()``), the inputs it does not declare refuse to be read.
+    """
     logs: list[tuple[int, dict[str, float]]] = []
     pairs = pairs if pairs is not None else pair_data(pipe)
     images = image_data(pipe)
+    inputs = {PAIRS: lambda: pairs, IMAGES: lambda: images, PROMPTS: lambda: list(CAPTIONS), REWARD: lambda: toy_reward}
 
     def no_artifact(method_id: str) -> Path:
         raise AssertionError(f"no artifact for {method_id!r} in this test")
 
+    def undeclared(name: str) -> Callable[[], Any]:
+        def read() -> Any:
+            raise AssertionError(f"train read ctx.{name}, which the method's needs() does not declare")
+
+        return read
+
+    if needs is not None:
+        inputs = {name: get if name in needs else undeclared(name) for name, get in inputs.items()}
     ctx = TrainContext(pipe=pipe, device=torch.device("cpu"), dtype=torch.float32, out_dir=Path(out_dir), seed=seed,
-                       pairs=lambda: pairs, images=lambda: images, prompts=lambda: list(CAPTIONS),
-                       reward=lambda: toy_reward, log=lambda step, values: logs.append((step, dict(values))),
-                       artifacts=artifacts or no_artifact)
+                       log=lambda step, values: logs.append((step, dict(values))), artifacts=artifacts or no_artifact,
+                       **inputs)
     return ctx, logs
 
 
@@ -78,7 +91,8 @@ def short_config(cls: type[Method], model: str = "tiny", **overrides: Any) -> Me
 
 def train_method(method: Method, pipe: Any, root: Path, logs: list | None = None) -> Callable[[str], Path]:
     """Train ``method`` into ``root/<id>`` after the methods it stacks on (short configs, each in its own
-    folder); return the ``artifacts`` lookup. ``logs``, when given, receives this method's train log."""
+    folder), each seeing only the inputs its ``needs()`` declares; return the ``artifacts`` lookup.
+    ``logs``, when given, receives this method's train log."""
     root = Path(root)
     done: dict[str, Path] = {}
 
@@ -90,12 +104,12 @@ def train_method(method: Method, pipe: Any, root: Path, logs: list | None = None
     def train(m: Method, sink: list | None) -> None:
         for need in m.requires():
             if need not in done:
-                cls = methods.get(need)
+                cls = METHODS.get(need)
                 train(cls(short_config(cls)), None)
         out = root / m.id
         out.mkdir(parents=True, exist_ok=True)
         if m.trains:
-            ctx, run_logs = make_context(pipe, out, artifacts=artifacts)
+            ctx, run_logs = make_context(pipe, out, artifacts=artifacts, needs=m.needs())
             m.train(ctx)
             if sink is not None:
                 sink.extend(run_logs)

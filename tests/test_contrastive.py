@@ -6,11 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-import methods
+from bench.registry import METHODS
+import methods.contrastive as contrastive
 from method_helpers import make_context, pair_data, short_config, train_method
 from methods.contrastive import ContrastiveConfig, ContrastiveGuidance, contrastive_guidance, sft_errors
 from methods.core import diffusion as D
 from methods.core import pairs as P
+from methods.core.training import load_trained_unet
 
 
 def test_contrastive_guidance_hand_computed():
@@ -32,7 +34,7 @@ def test_guidance_then_cfg_equals_cfg_of_base_plus_weighted_deltas():
 
 
 def test_config_and_validation():
-    assert methods.get("contrastive") is ContrastiveGuidance
+    assert METHODS.get("contrastive") is ContrastiveGuidance
     cfg = ContrastiveConfig()
     assert (cfg.variant, cfg.strength, cfg.keep_ties) == ("cpgd", 10.0, False)
     assert "strength" not in cfg.train_fields() and "variant" in cfg.train_fields()
@@ -72,8 +74,8 @@ def test_train_writes_positive_and_negative(tiny_sd, tmp_path):
     names = {k for _, v in logs for k in v}
     assert {"positive/loss", "negative/loss", "positive/grad_norm"} <= names
     assert not any("err_w" in k for k in names)  # SFT logs its own loss only
-    pos = P.load_trained_unet(tiny_sd, tmp_path / "positive")
-    neg = P.load_trained_unet(tiny_sd, tmp_path / "negative")
+    pos = load_trained_unet(tiny_sd, tmp_path / "positive")
+    neg = load_trained_unet(tiny_sd, tmp_path / "negative")
     diff = max((a - b).abs().max() for a, b in zip(pos.parameters(), neg.parameters()))
     assert diff > 0  # different images, different modules
 
@@ -85,7 +87,8 @@ def _count_calls(monkeypatch):
         calls.append((unet, x.shape[0]))
         return real(unet, x, t, cond)
 
-    monkeypatch.setattr(D, "unet_eps", counted)
+    monkeypatch.setattr(D, "unet_eps", counted)  # the calls of unet_eps_both
+    monkeypatch.setattr(contrastive, "unet_eps", counted)  # the direct calls (guidance 1)
     return calls
 
 
@@ -101,8 +104,8 @@ def test_cpgd_step_is_three_batched_calls_and_matches_the_formula(pipe_name, req
     artifacts = train_method(method, pipe, tmp_path)
     calls = _count_calls(monkeypatch)
     den = method.denoiser(pipe, artifacts("contrastive"), artifacts)
-    pos = P.load_trained_unet(pipe, tmp_path / "contrastive" / "positive")
-    neg = P.load_trained_unet(pipe, tmp_path / "contrastive" / "negative")
+    pos = load_trained_unet(pipe, tmp_path / "contrastive" / "positive")
+    neg = load_trained_unet(pipe, tmp_path / "contrastive" / "negative")
     x, t, c, u = _probe(pipe)
     with torch.no_grad():
         got = den(x, t, c, u)
@@ -124,7 +127,7 @@ def test_pgd_uses_the_dpo_unet_in_two_calls(tiny_sd, tmp_path, monkeypatch):
     assert not any((tmp_path / "contrastive").iterdir())
     calls = _count_calls(monkeypatch)
     den = method.denoiser(tiny_sd, artifacts("contrastive"), artifacts)
-    dpo = P.load_trained_unet(tiny_sd, artifacts("dpo"))
+    dpo = load_trained_unet(tiny_sd, artifacts("dpo"))
     x, t, c, u = _probe(tiny_sd)
     with torch.no_grad():
         got = den(x, t, c, u)
@@ -138,7 +141,7 @@ def test_pgd_uses_the_dpo_unet_in_two_calls(tiny_sd, tmp_path, monkeypatch):
 def test_guidance_one_evaluates_only_the_conditional_rows(tiny_sd, tmp_path, monkeypatch):
     method = ContrastiveGuidance(short_config(ContrastiveGuidance, guidance_scale=1.0, strength=2.0))
     artifacts = train_method(method, tiny_sd, tmp_path)
-    calls = _count_calls(monkeypatch)  # before the denoiser imports unet_eps
+    calls = _count_calls(monkeypatch)
     den = method.denoiser(tiny_sd, artifacts("contrastive"), artifacts)
     x, t, c, u = _probe(tiny_sd)
     with torch.no_grad():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from methods.core import diffusion as D
-from methods.core.api import Cond
+from methods.core.types import Cond
 
 
 @pytest.fixture(params=["sd", "sdxl"])

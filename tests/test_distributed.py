@@ -80,15 +80,16 @@ def _cases() -> dict[str, tuple[str, dict]]:
 
 
 def _train_all(pipe_dir: Path, out: Path, dp: DataParallel) -> dict[str, list]:
-    import methods
     import tiny_pipelines
     from method_helpers import make_context, pair_data, short_config
+
+    from bench.registry import METHODS
 
     pipe = tiny_pipelines.load(pipe_dir)
     pairs = pair_data(pipe, n=9, ties=1)
     logs = {}
     for name, (method_id, overrides) in _cases().items():
-        cls = methods.get(method_id)
+        cls = METHODS.get(method_id)
         ctx, logs[name] = make_context(pipe, out / name, pairs=pairs)
         cls(short_config(cls, **overrides)).train(dataclasses.replace(ctx, dist=dp))
     return logs
@@ -125,10 +126,13 @@ def test_two_processes_train_like_one(tiny_sd_dir, tmp_path):
         got = torch.load(two / f"logs-{rank}.pt")
         for name, want in one.items():
             assert [s for s, _ in got[name]] == [s for s, _ in want], name
-            for (_, g), (_, w) in zip(got[name], want):
+            for (step, g), (_, w) in zip(got[name], want):
                 assert g.keys() == w.keys(), name
+                # Step 1 sees the same weights: float noise only. Later steps see weights one AdamW update
+                # apart, which amplifies that noise (below): measured 1.4e-4 relative on sdpo's LoRA loss.
+                rel = 1e-4 if step == 1 else 1e-3
                 for key in w:
-                    assert g[key] == pytest.approx(w[key], rel=1e-4, abs=1e-6), (name, key)
+                    assert g[key] == pytest.approx(w[key], rel=rel, abs=1e-6), (name, step, key)
     # Only the main process saves, and it saves the single-process weights. The step-1 gradients agree to
     # ~1e-6 of their size, but AdamW divides each entry by its own magnitude, so float noise in entries
     # that nearly cancel becomes a visible difference: bounded here by 10 % of the most two steps can

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import methods
+from bench.registry import METHODS
 from methods.core import pairs as P
-from methods.core.api import PairData, TrainContext
+from methods.core.api import TrainContext
 from methods.core.diffusion import encode_prompts, per_sample_mse, train_scheduler, unet_eps
+from methods.core.training import load_trained_unet
+from methods.core.types import PairData
 from methods.dpo import DiffusionDPO, DPOConfig, convert_beta, dpo_loss
 
 
@@ -61,7 +63,7 @@ def test_validate_names_the_field(field, value, message):
 
 
 def test_registry_and_defaults():
-    assert methods.get("dpo") is DiffusionDPO
+    assert METHODS.get("dpo") is DiffusionDPO
     for model, values in DiffusionDPO.defaults.items():
         DPOConfig(**values).validate()  # every default names a real field with a valid value
 
@@ -165,7 +167,7 @@ def test_train_changes_unet_and_reloads(tiny_sd, tmp_path, lora_rank, micro):
     assert all(torch.equal(v, base[k]) for k, v in tiny_sd.unet.state_dict().items())  # pipe.unet untouched
     assert (tmp_path / ("lora" if lora_rank else "unet")).is_dir()
 
-    loaded = P.load_trained_unet(tiny_sd, tmp_path)
+    loaded = load_trained_unet(tiny_sd, tmp_path)
     assert loaded is not tiny_sd.unet and not hasattr(tiny_sd.unet, "peft_config")
     torch.testing.assert_close(_predict(loaded, tiny_sd), _predict(trained, tiny_sd), atol=1e-5, rtol=1e-4)
     assert (_predict(loaded, tiny_sd) - _predict(tiny_sd.unet, tiny_sd)).abs().max() > 1e-4
@@ -185,7 +187,7 @@ def test_method_train_and_denoise(tiny_sd, tmp_path):
     with pytest.raises(ValueError, match="train it first"):
         method.denoiser(tiny_sd, None, lambda _: Path())
     with pytest.raises(FileNotFoundError, match="expected unet/ or lora/"):
-        P.load_trained_unet(tiny_sd, tmp_path / "nothing")
+        load_trained_unet(tiny_sd, tmp_path / "nothing")
 
 
 def test_ties_dropped_unless_kept(tiny_sd):

@@ -1,9 +1,11 @@
-"""The contract every registered method keeps; runs over ``methods.available()`` automatically.
+"""The contract every registered method keeps; runs over ``METHODS.available()`` automatically.
 
 Config: round-trips through JSON, per-model defaults are valid, obviously invalid values are refused.
-Training (2 steps on synthetic data, the methods it stacks on first): leaves the pipeline untouched
-and changes what the method predicts, unless it declares ``trains = False``. Sampling through the
-shared loop is deterministic for fixed seeds.
+Declarations: ``needs()`` names only inputs the harness knows, and nothing for a method that does not
+train; ``packages()`` maps package names to the setting that needs them.
+Training (2 steps on synthetic data, the methods it stacks on first, each seeing only the inputs its
+``needs()`` declares): leaves the pipeline untouched and changes what the method predicts, unless it
+declares ``trains = False``. Sampling through the shared loop is deterministic for fixed seeds.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import sys
 import pytest
 import torch
 
-import methods
+from bench.registry import METHODS
 from method_helpers import short_config, train_method
 from methods.core.diffusion import cfg_denoiser, encode_prompts, encode_uncond, generate
+from methods.core.types import NEEDS
 
-ALL = methods.available()
+ALL = METHODS.available()
 
 # Values no method should accept for a field of that name (a field a method lacks is not tried).
 INVALID = {"guidance_scale": -1.0, "beta": -1.0, "mu": 1.5, "steps": 0, "lr": -1.0, "lora_rank": -1,
@@ -30,7 +33,7 @@ INVALID = {"guidance_scale": -1.0, "beta": -1.0, "mu": 1.5, "steps": 0, "lr": -1
 
 @pytest.mark.parametrize("method_id", ALL)
 def test_registered_with_paper_and_config(method_id):
-    cls = methods.get(method_id)
+    cls = METHODS.get(method_id)
     assert cls.id == method_id and cls.paper, "register the id and link the paper"
     assert (sys.modules[cls.__module__].__doc__ or "").strip(), "the module docstring comes first: the paper"
     assert dataclasses.is_dataclass(cls.Config) and cls.Config.__dataclass_params__.frozen
@@ -39,7 +42,7 @@ def test_registered_with_paper_and_config(method_id):
 
 @pytest.mark.parametrize("method_id", ALL)
 def test_config_round_trips_through_json(method_id):
-    cls = methods.get(method_id)
+    cls = METHODS.get(method_id)
     for values in [{}, *cls.defaults.values()]:
         cfg = cls.Config(**values)
         cls(cfg)  # every per-model default is valid
@@ -50,7 +53,7 @@ def test_config_round_trips_through_json(method_id):
 
 @pytest.mark.parametrize("method_id", ALL)
 def test_validate_refuses_invalid_values(method_id):
-    cls = methods.get(method_id)
+    cls = METHODS.get(method_id)
     cfg = cls.Config()
     names = {f.name for f in dataclasses.fields(cfg)}
     tried = {k: v for k, v in INVALID.items() if k in names}
@@ -62,6 +65,17 @@ def test_validate_refuses_invalid_values(method_id):
             cls(dataclasses.replace(cfg, **{field: value}))
 
 
+@pytest.mark.parametrize("method_id", ALL)
+def test_declares_what_it_needs(method_id):
+    cls = METHODS.get(method_id)
+    for values in [{}, *cls.defaults.values()]:
+        method = cls(cls.Config(**values))
+        needs, packages = method.needs(), method.packages()
+        assert isinstance(needs, frozenset) and needs <= NEEDS, f"needs() outside {sorted(NEEDS)}: {needs}"
+        assert cls.trains or not needs, "a method that does not train needs no training inputs"
+        assert all(isinstance(k, str) and isinstance(v, str) and v for k, v in packages.items()), packages
+
+
 def _probe(pipe):
     g = torch.Generator().manual_seed(7)
     x = torch.randn(2, 4, 8, 8, generator=g)
@@ -70,7 +84,7 @@ def _probe(pipe):
 
 @pytest.mark.parametrize("method_id", ALL)
 def test_short_train_then_deterministic_sampling(method_id, tiny_sd, tmp_path):
-    cls = methods.get(method_id)
+    cls = METHODS.get(method_id)
     method = cls(short_config(cls))
     before = {k: v.clone() for k, v in tiny_sd.unet.state_dict().items()}
     logs: list = []

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import methods
+from bench.registry import METHODS
 from method_helpers import make_context, pair_data, short_config, train_method
-from methods.core import pairs as P
+import methods.npo as npo_module
 from methods.core.diffusion import cfg, encode_prompts, encode_uncond, unet_eps
+from methods.core.training import load_trained_unet
 from methods.npo import DiffusionNPO, NPOConfig, flip_pairs, negative_weights
 
 
@@ -46,7 +47,7 @@ def test_negative_weights_hand_computed():
 
 
 def test_config_conventions_and_validation():
-    assert methods.get("npo") is DiffusionNPO
+    assert METHODS.get("npo") is DiffusionNPO
     assert NPOConfig(beta=500, beta_convention="hf15").beta == NPOConfig().beta == 1000  # run_sd15.sh
     cfg = NPOConfig()
     assert (cfg.lora_rank, cfg.keep_ties, cfg.lr, cfg.warmup_steps, cfg.prompt_dropout) == (8, True, 5e-6, 0, 0.0)
@@ -63,13 +64,13 @@ def test_config_conventions_and_validation():
 
 def test_train_sees_flipped_pairs_with_ties_from_the_base(tiny_sd, tmp_path, monkeypatch):
     seen = {}
-    real = P.train_pairs
+    real = npo_module.train_pairs
 
     def spy(ctx, cfg, loss_fn, **kw):
         seen["data"], seen["unet"] = ctx.pairs(), ctx.pipe.unet
         return real(ctx, cfg, loss_fn, **kw)
 
-    monkeypatch.setattr(P, "train_pairs", spy)
+    monkeypatch.setattr(npo_module, "train_pairs", spy)
     data = pair_data(tiny_sd, n=4, ties=1)
     ctx, logs = make_context(tiny_sd, tmp_path, pairs=data)  # its artifacts() raises: nothing stacked is read
     DiffusionNPO(short_config(DiffusionNPO, stack_on="dpo", lora_rank=8)).train(ctx)
@@ -88,7 +89,7 @@ def _probe(pipe):
 def test_negative_model_only_in_the_unconditional_branch(tiny_sd, tmp_path):
     method = DiffusionNPO(short_config(DiffusionNPO, guidance_scale=4.0))
     artifacts = train_method(method, tiny_sd, tmp_path)
-    npo = P.load_trained_unet(tiny_sd, artifacts("npo"))
+    npo = load_trained_unet(tiny_sd, artifacts("npo"))
     x, t, c, u = _probe(tiny_sd)
     with torch.no_grad():
         got = method.denoiser(tiny_sd, artifacts("npo"), artifacts)(x, t, c, u)
@@ -105,9 +106,9 @@ def test_stacked_on_dpo(tiny_sd, tmp_path, merge_weight):
     method = DiffusionNPO(short_config(DiffusionNPO, stack_on="dpo", merge_weight=merge_weight, guidance_scale=3.0))
     artifacts = train_method(method, tiny_sd, tmp_path)  # trains dpo first, then the NPO LoRA
     assert artifacts("dpo") == Path(tmp_path) / "dpo"
-    dpo, npo = P.load_trained_unet(tiny_sd, artifacts("dpo")), P.load_trained_unet(tiny_sd, artifacts("npo"))
+    dpo, npo = load_trained_unet(tiny_sd, artifacts("dpo")), load_trained_unet(tiny_sd, artifacts("npo"))
     base = tiny_sd.unet.state_dict()
-    neg = P.load_trained_unet(tiny_sd, artifacts("npo"))  # a module to hold θ_neg, built by hand
+    neg = load_trained_unet(tiny_sd, artifacts("npo"))  # a module to hold θ_neg, built by hand
     neg.load_state_dict({k: merge_weight * base[k] + (1 - merge_weight) * dpo.state_dict()[k] + npo.state_dict()[k]
                          - base[k] for k in base})
     x, t, c, u = _probe(tiny_sd)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.plan import UsageError, make_plan, preflight
-from methods.core.pairs import OPTIMIZERS, make_optimizer
+from methods.core.training import OPTIMIZERS, make_optimizer
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)

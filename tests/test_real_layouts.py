@@ -99,3 +99,24 @@ def test_bench_run_in_bf16_finishes_and_records_its_precision(tiny_sd_dir, tmp_p
         config = con.execute("SELECT config_json FROM runs WHERE method = 'dpo'").fetchone()[0]
         assert con.execute("SELECT count(*) FROM scores WHERE isfinite(value)").fetchone()[0] == 2 * 12
     assert json.loads(config)["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("method, sets, needle", [
+    ("dpo", [], "dpo trains on pairs: pass --set data.pickapic=PATH"),
+    ("self_npo", ["self_npo.optimizer=adamw"], "self_npo trains on images: pass --set data.captioned=PATH"),
+    ("tailorpo", ["data.pickapic={data}"], "reward 'pickscore' is missing files"),  # its in-loop reward
+    ("contrastive", ["contrastive.variant=pgd"], "dpo trains on pairs"),  # pgd trains nothing; its dpo does
+])
+def test_preflight_asks_for_what_each_method_declares_it_needs(tiny_sd_dir, tmp_path, monkeypatch, method, sets,
+                                                                needle):
+    from hf_cache import isolated
+
+    isolated(tmp_path, monkeypatch, "BENCH_WEIGHTS", "weights")
+    _, data = run_inputs(tmp_path / "inputs")
+    db = tmp_path / "results" / "bench.duckdb"
+    result = CliRunner().invoke(app, ["run", "--model", str(tiny_sd_dir), "--methods", method, "--rewards", "oracle",
+                                      "--device", "cpu", "--db", str(db),
+                                      *[x for s in sets for x in ("--set", s.format(data=data))]])
+    assert result.exit_code == 2, result.output
+    assert needle in " ".join(result.output.split())
+    assert not db.exists()

@@ -1,4 +1,5 @@
-"""bench.report on a hand-built store whose win rates, means and p-values are known."""
+"""The report rows (bench.report.rows) on a hand-built store whose win rates, means and p-values are known,
+and the writer's formats and paths."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import report, stats
+from bench.report import runs, stats, writer
+from bench.report import rows as report
 from bench.store import Store
 
 PROMPTS, SEEDS = range(10), (0, 1)
@@ -161,44 +163,46 @@ def test_a_run_without_a_matching_base_has_no_win_rate(tmp_path: Path):
     assert (dpo["n"], dpo["win_rate"], dpo["p_value"], dpo["base_run_id"]) == (0, None, None, None)
 
 
-def test_json_holds_rows_and_provenance(store, rows):
-    prov = report.provenance(store, rows)
-    data = json.loads(report.render(rows, prov, "json"))
+def test_json_holds_rows_and_provenance(store, rows, tmp_path: Path):
+    _, text = writer.write(store, "json", tmp_path / "r.json")
+    data = json.loads(text)
     assert data["rows"] == rows
     assert data["provenance"]["git_shas"] == ["abc1234"]
     assert data["provenance"]["runs"]["dpo-1"]["versions"] == {"torch": "2.6.0", "diffusers": "0.35.1"}
     assert data["provenance"]["runs"]["dpo-1"]["config_hash"] == "cfg-dpo-1"
     assert set(data["provenance"]["runs"]) == {"base-1", "dpo-1"}
-    assert set(report.provenance(store, rows[:1])["runs"]) == {"base-1"}  # only the runs shown
+    assert set(runs.provenance(store, rows[:1])["runs"]) == {"base-1"}  # only the runs shown
 
 
-def test_csv_holds_rows_only(store, rows):
-    text = report.render(rows, report.provenance(store, rows), "csv")
+def test_csv_holds_rows_only(store, tmp_path: Path):
+    _, text = writer.write(store, "csv", tmp_path / "r.csv")
     parsed = list(csv.DictReader(io.StringIO(text)))
     assert tuple(parsed[0]) == report.ROW_KEYS and len(parsed) == 4
     assert float(parsed[3]["win_rate"]) == 0.75 and parsed[2]["win_rate"] == ""
 
 
-def test_markdown_has_one_table_per_suite_and_reward_and_a_footer(store, rows):
-    text = report.render(rows, report.provenance(store, rows), "md")
-    assert [line for line in text.splitlines() if line.startswith("## ")] == [
-        "## parti · hps (v1)", "## parti · pick (v1)", "## Provenance"]
+def test_markdown_has_one_table_per_suite_and_reward_and_a_footer(store, tmp_path: Path):
+    _, text = writer.write(store, "md", tmp_path / "r.md")
+    lines = text.splitlines()
+    assert [line for line in lines if line.startswith("## ")] == [
+        "## Ranking across rewards", "## Suite parti", "## Cost", "## Statistics", "## Provenance"]
+    assert [line for line in lines if line.startswith("### ")] == ["### parti", "### hps (v1)", "### pick (v1)",
+                                                               "### Image grids"]
     assert "| dpo | 20 | 5.05 [" in text and "| 75.0 [" in text and "| 0.18 (0.18) | 30 | 2 |" in text
     assert "| base | 20 | 4.55 [" in text and "torch 2.6.0" in text and "abc1234" in text
 
 
-def test_render_and_write_refuse_unknown_formats(rows, tmp_path: Path):
-    with pytest.raises(ValueError, match="available: md, json, csv"):
-        report.render(rows, {}, "html")
-    with pytest.raises(ValueError, match="available: md, json, csv"):
-        report.write("x", "html", None, tmp_path)
+def test_write_refuses_unknown_formats_and_writes_nothing(store, tmp_path: Path):
+    with pytest.raises(ValueError, match="unknown report format 'pdf'; available: md, html, json, csv"):
+        writer.write(store, "pdf", tmp_path / "r.pdf")
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_write_goes_to_out_or_the_reports_folder(tmp_path: Path):
-    assert report.write("a", "md", None, tmp_path / "reports") == tmp_path / "reports" / "report.md"
-    assert (tmp_path / "reports" / "report.md").read_text() == "a"
-    out = report.write("b", "csv", tmp_path / "x" / "mine.csv", tmp_path / "reports")
-    assert out == tmp_path / "x" / "mine.csv" and out.read_text() == "b"
+def test_write_goes_to_out_or_the_reports_folder(store, tmp_path: Path):
+    path, text = writer.write(store, "csv", None, tmp_path / "reports")
+    assert path == tmp_path / "reports" / "report.csv" and path.read_text() == text
+    path, text = writer.write(store, "json", tmp_path / "x" / "mine.json", tmp_path / "reports")
+    assert path == tmp_path / "x" / "mine.json" and json.loads(path.read_text())["rows"]
 
 
 @pytest.mark.slow
@@ -224,6 +228,6 @@ def test_a_million_scores_report_in_a_few_seconds(tmp_path: Path):
 def test_an_empty_store_reports_no_rows(tmp_path: Path):
     s = Store(tmp_path / "bench.duckdb")
     assert report.build(s) == []
-    text = report.render([], report.provenance(s, []), "md")
+    _, text = writer.write(s, "md", tmp_path / "e.md")
     assert "No scored images in the store" in text and "## Provenance" in text
-    assert json.loads(report.render([], report.provenance(s, []), "json"))["rows"] == []
+    assert json.loads(writer.write(s, "json", tmp_path / "e.json")[1])["rows"] == []

@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import grids, report, report_categories, report_doc, report_summary
+from bench.report import categories as report_categories
+from bench.report import grids, summary as report_summary, writer
+from bench.report import rows as report
 from bench.store import Store
 
 XSS = ("<script>alert(1)</script>", "<img src=x onerror=alert(1)>")
@@ -195,7 +197,7 @@ def test_missing_image_files_become_placeholders(store, rows, tmp_path: Path):
 
 
 def test_markdown_report_links_every_chart_and_image_and_escapes_prompts(store, tmp_path: Path):
-    path, text = report_doc.write(store, "md", tmp_path / "out" / "report.md")
+    path, text = writer.write(store, "md", tmp_path / "out" / "report.md")
     heads = [line for line in text.splitlines() if line.startswith("## ")]
     assert heads == ["## Ranking across rewards", "## Suite tiny-eval", "## Cost", "## Statistics", "## Provenance"]
     links = re.findall(r"!\[(?:\\.|[^\]\\])*\]\(([^)\s]+)\)", text)
@@ -208,7 +210,7 @@ def test_markdown_report_links_every_chart_and_image_and_escapes_prompts(store, 
 
 
 def test_json_report_keeps_the_row_keys_and_adds_the_summaries(store, tmp_path: Path):
-    _, text = report_doc.write(store, "json", tmp_path / "r.json")
+    _, text = writer.write(store, "json", tmp_path / "r.json")
     data = json.loads(text)
     assert all(tuple(r) == report.ROW_KEYS for r in data["rows"])
     assert {"ranking", "categories", "costs", "provenance"} <= set(data)
@@ -216,14 +218,14 @@ def test_json_report_keeps_the_row_keys_and_adds_the_summaries(store, tmp_path: 
 
 
 def test_report_filters_apply_to_every_section(store, tmp_path: Path):
-    _, text = report_doc.write(store, "md", tmp_path / "f.md", methods=["npo"])
+    _, text = writer.write(store, "md", tmp_path / "f.md", methods=["npo"])
     assert "| dpo " not in text and "| npo " in text and "| base " in text
     assert "contrastive" not in text.split("## Provenance")[0]
 
 
 def test_an_empty_store_renders_every_format(tmp_path: Path):
     empty = Store(tmp_path / "bench.duckdb")
-    for fmt in report_doc.FORMATS:
-        _, text = report_doc.write(empty, fmt, tmp_path / f"e.{fmt}")
+    for fmt in writer.FORMATS:
+        _, text = writer.write(empty, fmt, tmp_path / f"e.{fmt}")
         assert text
     assert "No scored images" in (tmp_path / "e.html").read_text()

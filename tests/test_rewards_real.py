@@ -309,7 +309,7 @@ def test_imagereward_loading_is_strict(tmp_path: Path, hub: dict[str, Path]):
 
 # -- what every published reward shares: missing files, fetch hints, versions ----------------------------
 def test_missing_files_are_named_with_the_command_that_fetches_them():
-    import metrics
+    from bench.registry import REWARDS
 
     expect = {
         "pickscore": ["yuvalkirstain/PickScore_v1/model.safetensors", "hf download yuvalkirstain/PickScore_v1 "
@@ -323,7 +323,7 @@ def test_missing_files_are_named_with_the_command_that_fetches_them():
                       "curl -L", "raw/main/sac%2Blogos%2Bava1-l14-linearMSE.pth"],
     }
     for rid, needles in expect.items():
-        reward = metrics.get(rid)(None)
+        reward = REWARDS.get(rid)(None)
         text = "\n".join(reward.missing()) + "\n" + reward.fetch_hint
         for needle in needles:
             assert needle in text, (rid, needle, text)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import methods
+from bench.registry import METHODS
 from method_helpers import make_context, short_config
 from methods.dpo import dpo_loss
 from methods.sdpo import DiffusionSDPO, SDPOConfig, safeguard_lambda, sdpo_loss
@@ -107,7 +107,7 @@ def test_winner_error_does_not_rise_with_the_safeguard_but_does_with_dpo():
 
 
 def test_config_defaults_and_validation():
-    assert methods.get("sdpo") is DiffusionSDPO
+    assert METHODS.get("sdpo") is DiffusionSDPO
     assert DiffusionSDPO.defaults["sd15"]["mu"] == 0.9 and DiffusionSDPO.defaults["sdxl"]["mu"] == 0.6
     for values in DiffusionSDPO.defaults.values():
         DiffusionSDPO(SDPOConfig(**values))

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import methods
+from bench.registry import METHODS
 from method_helpers import make_context, short_config
 from methods.core.diffusion import (cfg, cfg_denoiser, ddim_eps, ddim_x0, encode_prompts, encode_uncond, generate,
                                     train_scheduler, unet_eps)
-from methods.core.pairs import load_trained_unet
+from methods.core.training import load_trained_unet
 from methods.self_npo import (SelfNPO, SelfNPOConfig, ddim_grid, ema_update, forward_transition, mix_weights,
                               negative_guidance, pseudo_huber, student_timesteps, teacher_rollout)
 
@@ -150,7 +150,7 @@ def test_validate_names_the_field(field, value, message):
 
 
 def test_registry_and_defaults():
-    assert methods.get("self_npo") is SelfNPO
+    assert METHODS.get("self_npo") is SelfNPO
     for values in SelfNPO.defaults.values():
         SelfNPO(SelfNPOConfig(**values))
     assert SelfNPO.defaults["sdxl"]["teacher_guidance"] == -5.0 and SelfNPO.defaults["sd15"]["teacher_guidance"] == -1.0

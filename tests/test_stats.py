@@ -1,4 +1,4 @@
-"""bench.stats against hand-computed values and seeded simulations."""
+"""bench.report.stats against hand-computed values and seeded simulations."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ import time
 import numpy as np
 import pytest
 
-from bench import stats
+from bench.report import stats
 
 
 def test_paired_wins_counts_ties_as_half():
     wins = stats.paired_wins(np.array([2.0, 1.0, 0.5, -1.0]), np.array([1.0, 1.0, 0.7, -3.0]))
     np.testing.assert_array_equal(wins, [1.0, 0.5, 0.0, 1.0])
+
+
+def test_paired_wins_of_a_lower_is_better_reward_count_the_lower_score():
+    wins = stats.paired_wins(np.array([2.0, 1.0, 0.5, -1.0]), np.array([1.0, 1.0, 0.7, -3.0]), higher_is_better=False)
+    np.testing.assert_array_equal(wins, [0.0, 0.5, 1.0, 0.0])
 
 
 def test_paired_wins_refuses_unaligned_inputs():

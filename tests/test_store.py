@@ -36,7 +36,8 @@ def test_opening_creates_folder_and_tables_and_keeps_data(tmp_path: Path):
     Store(path).begin_run(_run("r1", "base"))
     assert path.is_file()
     reopened = Store(path)
-    assert reopened.counts() == {"runs": 1, "prompts": 0, "images": 0, "scores": 0, "train_log": 0}
+    assert reopened.counts() == {"runs": 1, "prompts": 0, "images": 0, "scores": 0, "train_log": 0, "rewards": 0,
+                                 "run_suites": 0}
     views = set(reopened.query("SELECT view_name FROM duckdb_views() WHERE NOT internal")["view_name"])
     assert {"base_runs", "pairs", "winrates"} <= views
 
@@ -151,8 +152,11 @@ def test_rewriting_the_same_rows_adds_nothing(store: Store):
         store.add_images(images)
         store.add_scores(scores)
         store.add_train_log("art1", "dpo", 0, {"loss": 0.7, "winner_err": 0.1})
+        store.add_reward("pick", "v1", True)
+        store.add_run_suite("r1", "s", "0" * 64)
         store.begin_run(_run("r1", "base"))
-    assert store.counts() == {"runs": 1, "prompts": 3, "images": 6, "scores": 6, "train_log": 2}
+    assert store.counts() == {"runs": 1, "prompts": 3, "images": 6, "scores": 6, "train_log": 2, "rewards": 1,
+                              "run_suites": 1}
     store.add_scores([(images[0]["image_id"], "pick", "v2", 9.0)])  # a new reward version adds a row
     assert store.counts()["scores"] == 7
 
@@ -190,6 +194,51 @@ def test_non_finite_train_log_values_are_refused(store: Store):
     with pytest.raises(StoreError, match="loss = nan at step 3"):
         store.add_train_log("art1", "dpo", 3, {"loss": float("nan")})
     assert store.counts()["train_log"] == 0
+
+
+def test_train_logs_of_many_steps_are_written_at_once_or_not_at_all(store: Store):
+    rows = [{"artifact_hash": "a", "method": "dpo", "step": s, "name": "loss", "value": v}
+            for s, v in ((1, 0.7), (2, 0.6), (3, float("inf")))]
+    with pytest.raises(StoreError, match="loss = inf at step 3 of artifact a"):
+        store.add_train_logs(rows)
+    assert store.counts()["train_log"] == 0
+    store.add_train_logs(rows[:2])
+    store.add_train_logs(rows[:2])  # keyed: again adds nothing
+    assert store.query("SELECT step, value FROM train_log ORDER BY step").values.tolist() == [[1, 0.7], [2, 0.6]]
+
+
+def test_missing_image_keys_keep_the_asked_order_and_redraw_deleted_files(store: Store):
+    store.begin_run(_run("d", "dpo"))
+    (store.root / "images" / "d").mkdir(parents=True)
+    for prompt_id in ("p0", "p1"):
+        store.add_images([_image("d", prompt_id, 0)])
+        (store.root / "images" / "d" / f"{prompt_id}_0.png").write_bytes(b"png")
+    (store.root / "images" / "d" / "p1_0.png").unlink()
+    wanted = [("p2", 0), ("p1", 0), ("p0", 0), ("p0", 1)]
+    assert store.missing_image_keys("d", "s", wanted) == [("p2", 0), ("p1", 0), ("p0", 1)]
+    assert store.missing_image_keys("d", "other-suite", wanted) == wanted
+
+
+def test_a_run_records_the_content_of_its_suite(store: Store):
+    store.begin_run(_run("d", "dpo"))
+    store.add_run_suite("d", "s", "1" * 64)
+    store.add_run_suite("d", "s", "2" * 64)  # the suite file grew: the latest content
+    assert store.query("SELECT * FROM run_suites").values.tolist() == [["d", "s", "2" * 64]]
+
+
+def test_a_lower_is_better_reward_wins_when_its_value_is_lower(store: Store):
+    store.begin_run(_run("b", "base"))
+    store.begin_run(_run("d", "dpo"))
+    for run in ("b", "d"):
+        store.add_images([_image(run, f"p{i}", 0) for i in range(3)])
+    store.add_scores([(f"b-s-p{i}-0", r, "v1", 1.0) for i in range(3) for r in ("error", "pick")])
+    store.add_scores([(f"d-s-p{i}-0", r, "v1", v) for i, v in enumerate([0.5, 1.0, 2.0]) for r in ("error", "pick")])
+    store.add_reward("error", "v1", higher_is_better=False)
+    store.add_reward("error", "v1", higher_is_better=False)  # recording it again changes nothing
+    wins = store.query("SELECT reward, list(win ORDER BY prompt_id) AS w FROM pairs GROUP BY reward ORDER BY reward")
+    assert [list(w) for w in wins["w"]] == [[1.0, 0.5, 0.0], [0.0, 0.5, 1.0]]  # error: lower wins; pick: no row
+    with pytest.raises(StoreError, match="stored as lower-is-better; a new direction needs a new version"):
+        store.add_reward("error", "v1", higher_is_better=True)
 
 
 def test_image_paths_are_stored_relative_to_the_store(store: Store, tmp_path: Path):

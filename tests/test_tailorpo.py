@@ -11,11 +11,11 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-import methods
+from bench.registry import METHODS
 from method_helpers import make_context, short_config, toy_reward
 from methods.core.diffusion import (cfg_denoiser, ddim_transition, ddim_x0, decode_latents, encode_prompts,
                                     encode_uncond, generate, sample_latents, unet_eps)
-from methods.core.pairs import load_trained_unet
+from methods.core.training import load_trained_unet
 from methods.tailorpo import (TailorPO, TailorPOConfig, guidance_step, rank_pair, reward_fn, step_rewards,
                               tailorpo_loss, transition_logp_diff)
 
@@ -183,7 +183,7 @@ def test_validate_names_the_field(field, value, message):
 
 
 def test_registry_and_defaults():
-    assert methods.get("tailorpo") is TailorPO
+    assert METHODS.get("tailorpo") is TailorPO
     for values in TailorPO.defaults.values():
         TailorPO(TailorPOConfig(**values))
 

@@ -13,13 +13,14 @@ import torch
 from bench import models, prefdata
 from bench.tiny import data, prepare, pretrain, world
 from bench.tiny.annotator import Annotator, agreement
+from bench.tiny.files import WorldFiles
 from bench.tiny.tokenizer import build_tokenizer
 from metrics import oracle
 
 
 @pytest.fixture(scope="module")
-def micro_world(tmp_path_factory):
-    return prepare.ensure(tmp_path_factory.mktemp("results"), "micro", log=lambda m: None)
+def micro_world(tmp_path_factory) -> WorldFiles:
+    return WorldFiles(prepare.ensure(tmp_path_factory.mktemp("results"), "micro", log=lambda m: None))
 
 
 def test_generator_is_deterministic_and_seed_dependent():
@@ -115,17 +116,17 @@ def test_tokenizer_keeps_caption_words_whole(tmp_path):
 
 
 def test_micro_world_is_a_stable_diffusion_folder(micro_world):
-    pipe_dir = micro_world / "pipeline"
+    pipe_dir = micro_world.pipeline
     for part in ("model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
                  "tokenizer/tokenizer_config.json", "scheduler/scheduler_config.json"):
         assert (pipe_dir / part).is_file(), part
     assert json.loads((pipe_dir / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"
-    assert prepare.verify(micro_world) is None
+    assert prepare.verify(micro_world.folder) is None
     spec = models.resolve(str(pipe_dir))
     assert spec.family == "sd15"  # the tiny model is loaded exactly as an SD1.5 folder would be
     pipe = models.load_pipeline(spec.folder)
     assert type(pipe).__name__ == "StableDiffusionPipeline"
-    manifest = json.loads((micro_world / "manifest.json").read_text())
+    manifest = json.loads(micro_world.manifest.read_text())
     assert 0 <= manifest["classifier_accuracy"] <= 1 and manifest["times"]["total_s"] > 0
 
 
@@ -159,7 +160,7 @@ def test_training_timesteps_follow_the_preset():
 def test_corrupted_cache_is_rebuilt(tmp_path):
     messages = []
     folder = prepare.ensure(tmp_path, "micro", log=messages.append)
-    weights = next((folder / "pipeline" / "unet").glob("*.safetensors"))
+    weights = next((WorldFiles(folder).pipeline / "unet").glob("*.safetensors"))
     good = weights.read_bytes()
     weights.write_bytes(good[:-10] + b"corrupted!")
     assert "checksum mismatch" in prepare.verify(folder)
@@ -170,8 +171,9 @@ def test_corrupted_cache_is_rebuilt(tmp_path):
 
 
 def test_tiny_pickapic_uses_the_pickapic_v2_schema(micro_world, tmp_path):
-    pipe = models.load_pipeline(micro_world / "pipeline")
-    path = data.ensure_pairs(tmp_path, pipe, n_pairs=24)
+    pipe = models.load_pipeline(micro_world.pipeline)
+    files = WorldFiles(tmp_path)
+    path = data.ensure_pairs(files, pipe, n_pairs=24)
     table = pq.read_table(path)
     for col in ("caption", "jpg_0", "jpg_1", "label_0", "label_1", "ranking_id", "image_0_uid", "image_1_uid"):
         assert col in table.column_names, col
@@ -181,5 +183,5 @@ def test_tiny_pickapic_uses_the_pickapic_v2_schema(micro_world, tmp_path):
     pairs = prefdata.read_pickapic(path, keep_ties=True)
     assert len(pairs) == 24
     assert prefdata.decode_image(pairs.images_w[0]).size == (32, 32)
-    stats = json.loads((path.parent / "stats.json").read_text())
+    stats = json.loads(files.pair_stats.read_text())
     assert stats["pairs"] == 24 and 0 <= stats["agreement_with_oracle"] <= 1

@@ -24,13 +24,10 @@ import torch.nn.functional as F
 from bench import prefdata
 from bench.tiny import world
 from bench.tiny.annotator import Annotator, agreement
+from bench.tiny.files import WorldFiles
 from methods.core import diffusion
 from metrics import oracle, tiny_pickscore
 
-PAIRS = "pickapic/train-00000-of-00001.parquet"
-PAIR_STATS = "pickapic/stats.json"  # count, ties, agreement with the oracle, annotator, seconds
-CAPTIONED = "captioned/train-00000-of-00001.parquet"
-PICKSCORE = "rewards/tiny-pickscore"
 Progress = Callable[[str, int, int], None]
 
 SAMPLING_STEPS = 20
@@ -53,10 +50,10 @@ def sample_base(pipe, captions: list[str], seeds: list[int], batch: int = 256,
     return torch.cat(out)
 
 
-def ensure_pairs(folder: Path, pipe, n_pairs: int, annotator: Annotator = Annotator(),
+def ensure_pairs(files: WorldFiles, pipe, n_pairs: int, annotator: Annotator = Annotator(),
                  progress: Progress | None = None) -> Path:
     """``tiny-pickapic``: two base samples per row on a train caption, labelled by the rater."""
-    path = folder / PAIRS
+    path = files.pairs
     if _done(path):
         return path
     start = time.perf_counter()
@@ -74,14 +71,14 @@ def ensure_pairs(folder: Path, pipe, n_pairs: int, annotator: Annotator = Annota
     stats = {"pairs": n_pairs, "ties": float((label_0 == 0.5).double().mean()),
              "agreement_with_oracle": agreement(label_0, u0, u1), "annotator": asdict(annotator),
              "seconds": time.perf_counter() - start}
-    (folder / PAIR_STATS).write_text(json.dumps(stats, indent=1))
+    files.pair_stats.write_text(json.dumps(stats, indent=1))
     path.with_name(path.name + ".tmp").rename(path)
     return path
 
 
-def ensure_captioned(folder: Path, per_caption: int = 16) -> Path:
+def ensure_captioned(files: WorldFiles, per_caption: int = 16) -> Path:
     """Ground-truth renders of the train captions, as (caption, image) rows."""
-    path = folder / CAPTIONED
+    path = files.captioned
     if _done(path):
         return path
     train, _ = world.split_captions()
@@ -92,12 +89,12 @@ def ensure_captioned(folder: Path, per_caption: int = 16) -> Path:
     return path
 
 
-def ensure_pickscore(folder: Path, pipe, n_pairs: int, steps: int, progress: Progress | None = None) -> Path:
+def ensure_pickscore(files: WorldFiles, pipe, n_pairs: int, steps: int, progress: Progress | None = None) -> Path:
     """Train ``tiny-pickscore`` on tiny-pickapic (ties dropped) with a Bradley-Terry loss."""
-    out = folder / PICKSCORE
+    out = files.reward("tiny-pickscore")
     if (out / tiny_pickscore.WEIGHTS).exists():
         return out
-    pairs_path = ensure_pairs(folder, pipe, n_pairs, progress=progress)
+    pairs_path = ensure_pairs(files, pipe, n_pairs, progress=progress)
     start = time.perf_counter()
     pairs = prefdata.read_pickapic(pairs_path)
     to_t = lambda blobs: oracle.pil_to_tensor([prefdata.decode_image(b) for b in blobs])  # noqa: E731
@@ -139,10 +136,10 @@ def ensure_all(results_dir: Path, preset_name: str, progress: Progress | None = 
     from bench import models
     from bench.tiny import prepare
 
-    folder = prepare.ensure(results_dir, preset_name, progress, log)
+    files = WorldFiles(prepare.ensure(results_dir, preset_name, progress, log))
     p = prepare.preset(preset_name)
-    pipe = models.load_pipeline(folder / "pipeline")
-    ensure_pairs(folder, pipe, p.n_pairs, progress=progress)
-    ensure_captioned(folder)
-    ensure_pickscore(folder, pipe, p.n_pairs, p.pickscore_steps, progress=progress)
-    return folder
+    pipe = models.load_pipeline(files.pipeline)
+    ensure_pairs(files, pipe, p.n_pairs, progress=progress)
+    ensure_captioned(files)
+    ensure_pickscore(files, pipe, p.n_pairs, p.pickscore_steps, progress=progress)
+    return files.folder

@@ -19,9 +19,9 @@ from typing import Callable
 import torch
 
 from bench.tiny import pretrain, world
+from bench.tiny.files import WorldFiles
 from metrics import fidelity
 
-MANIFEST = "manifest.json"
 Progress = Callable[[str, int, int], None]
 
 
@@ -50,6 +50,11 @@ def world_dir(results_dir: Path, name: str = "default") -> Path:
     return results_dir / "models" / f"tiny-{p.name}-{preset_hash(p)}"
 
 
+def world_files(results_dir: Path, name: str = "default") -> WorldFiles:
+    """The files of preset ``name``'s world under ``results_dir`` (built or not)."""
+    return WorldFiles(world_dir(results_dir, name))
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -59,12 +64,13 @@ def _sha256(path: Path) -> str:
 
 
 def _files(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.rglob("*") if f.is_file() and f.name != MANIFEST)
+    manifest = WorldFiles(folder).manifest
+    return sorted(f for f in folder.rglob("*") if f.is_file() and f != manifest)
 
 
 def verify(folder: Path) -> str | None:
     """None when the folder is a complete, unmodified build; else what is wrong with it."""
-    manifest = folder / MANIFEST
+    manifest = WorldFiles(folder).manifest
     if not manifest.is_file():
         return "no manifest (unfinished or foreign folder)"
     try:
@@ -99,6 +105,7 @@ def build(folder: Path, p: pretrain.Preset, progress: Progress, log: Callable[[s
     tmp = folder.with_name(folder.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    files = WorldFiles(tmp)
     times: dict[str, float] = {}
     start = time.perf_counter()
 
@@ -110,7 +117,7 @@ def build(folder: Path, p: pretrain.Preset, progress: Progress, log: Callable[[s
     t = time.perf_counter()
     net = pretrain.train_classifier(p, images, labels, progress)
     accuracy = classifier_accuracy(net, p.seed + 7)
-    fidelity.save(net, world.SHAPES, list(world.COLOURS), tmp / "rewards" / "fidelity", validation_accuracy=accuracy)
+    fidelity.save(net, world.SHAPES, list(world.COLOURS), files.reward("fidelity"), validation_accuracy=accuracy)
     times["classifier_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -123,13 +130,13 @@ def build(folder: Path, p: pretrain.Preset, progress: Progress, log: Callable[[s
     unet, text_encoder = pretrain.train_denoiser(p, latents, torch.tensor(idx), [c.text for c in caps], tokenizer,
                                                  progress)
     times["denoiser_s"] = time.perf_counter() - t
-    save_pipeline(tmp / "pipeline", unet, vae, text_encoder, tokenizer)
+    save_pipeline(files.pipeline, unet, vae, text_encoder, tokenizer)
     shutil.rmtree(tmp / "tokenizer-src")
     times["total_s"] = time.perf_counter() - start
-    files = {str(f.relative_to(tmp)): _sha256(f) for f in _files(tmp)}
-    info = {"preset": dataclasses.asdict(p), "classifier_accuracy": accuracy, "times": times, "files": files,
+    digests = {str(f.relative_to(tmp)): _sha256(f) for f in _files(tmp)}
+    info = {"preset": dataclasses.asdict(p), "classifier_accuracy": accuracy, "times": times, "files": digests,
             "versions": {"torch": torch.__version__}}
-    (tmp / MANIFEST).write_text(json.dumps(info, indent=1))
+    files.manifest.write_text(json.dumps(info, indent=1))
     tmp.rename(folder)
     log(f"tiny world ready in {times['total_s'] / 60:.1f} min at {folder} (classifier accuracy {accuracy:.3f})")
 

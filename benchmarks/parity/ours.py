@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-import metrics
+from bench.registry import REWARDS
 
 TOLERANCE = 1e-4
 
@@ -31,7 +31,7 @@ def main() -> int:
     for rid in ("hpsv21", "imagereward"):
         pairs = official[rid]["pairs"]
         start = time.perf_counter()
-        reward = metrics.get(rid)(work / "weights", "cpu").load()
+        reward = REWARDS.get(rid)(work / "weights", "cpu").load()
         ours = reward.score([Image.open(work / "images" / n) for n, _ in pairs], [p for _, p in pairs])
         theirs = np.array(official[rid]["scores"])
         delta = float(np.abs(ours - theirs).max())

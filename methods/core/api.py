@@ -10,6 +10,9 @@ A method differs from the others in at most three places (see DESIGN.md):
 shared sampling loop calls once per step: ``eps = denoise(x, t, cond, uncond)``.
 Everything else (noise and timestep sampling, prompt encoding, cached latents, the sampling loop,
 decoding, seeding, scoring) is shared and lives in ``methods.core.diffusion`` or in ``bench``.
+
+A method also declares what the harness must prepare for it: ``needs()`` (which of the
+``methods.core.types`` inputs ``train`` reads) and ``packages()`` (optional packages its settings use).
 """
 
 from __future__ import annotations
@@ -17,11 +20,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, Callable, ClassVar
 
 import torch
 
+from methods.core.diffusion import cfg_denoiser
 from methods.core.parallel import DataParallel
+from methods.core.types import Cond, Denoiser, ImageData, PairData
+
+# The shared types lived here before methods.core.types; old imports keep working.
+__all__ = ["Cond", "Denoiser", "ImageData", "Method", "MethodConfig", "PairData", "TrainContext", "sample_only"]
 
 
 def sample_only(default: Any, **kwargs: Any) -> Any:
@@ -44,71 +52,9 @@ class MethodConfig:
         """The fields that change what ``train`` produces (the artifact is keyed by these)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("sample")}
 
-
-class Denoiser(Protocol):
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: "Cond", uncond: "Cond") -> torch.Tensor: ...
-
-
-@dataclass
-class Cond:
-    """Encoded prompts for one batch: what the UNet needs besides the latents and the timestep.
-
-    ``embeds`` is (B, L, D). For SDXL ``added`` holds ``text_embeds`` (pooled, (B, D2)) and
-    ``time_ids`` ((B, 6)); for SD1.5-layout models it is empty.
-    """
-
-    embeds: torch.Tensor
-    added: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return self.embeds.shape[0]
-
-    def index(self, idx: torch.Tensor | slice) -> "Cond":
-        return Cond(self.embeds[idx], {k: v[idx] for k, v in self.added.items()})
-
-    def repeat(self, n: int) -> "Cond":
-        return Cond(self.embeds.repeat(n, 1, 1), {k: v.repeat(n, 1) for k, v in self.added.items()})
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Cond":
-        def move(v: torch.Tensor) -> torch.Tensor:
-            return v.to(device=device, dtype=dtype if v.is_floating_point() and dtype else v.dtype)
-
-        return Cond(move(self.embeds), {k: move(v) for k, v in self.added.items()})
-
-    @staticmethod
-    def cat(conds: list["Cond"]) -> "Cond":
-        keys = conds[0].added.keys()
-        return Cond(torch.cat([c.embeds for c in conds]), {k: torch.cat([c.added[k] for c in conds]) for k in keys})
-
-
-@dataclass
-class PairData:
-    """Preference pairs with cached latents and text embeddings (winner first, ties removed or kept).
-
-    latents_w, latents_l: (N, C, h, w) scaled VAE latents; cond: encoded captions (N rows);
-    label: (N,) 1.0 when the first image is preferred, 0.5 for a kept tie.
-    """
-
-    latents_w: torch.Tensor
-    latents_l: torch.Tensor
-    cond: Cond
-    label: torch.Tensor
-    captions: list[str]
-
-    def __len__(self) -> int:
-        return self.latents_w.shape[0]
-
-
-@dataclass
-class ImageData:
-    """Captioned images (no labels) with cached latents and embeddings, for methods that train without pairs."""
-
-    latents: torch.Tensor
-    cond: Cond
-    captions: list[str]
-
-    def __len__(self) -> int:
-        return self.latents.shape[0]
+    def packages(self) -> dict[str, str]:
+        """Optional packages (not dependencies of the project) these settings use: package -> the setting."""
+        return {}
 
 
 @dataclass
@@ -146,6 +92,14 @@ class Method:
         cfg.validate()
         self.cfg = cfg
 
+    def needs(self) -> frozenset[str]:
+        """What ``train`` reads from its context: a subset of methods.core.types.NEEDS (default: nothing)."""
+        return frozenset()
+
+    def packages(self) -> dict[str, str]:
+        """Optional packages this configuration needs, package -> the setting that needs it (from the config)."""
+        return self.cfg.packages()
+
     def requires(self) -> list[str]:
         """Ids of other methods whose trained artifacts this one needs (e.g. NPO stacked on DPO)."""
         return []
@@ -155,6 +109,4 @@ class Method:
 
     def denoiser(self, pipe: Any, artifact: Path | None, artifacts: Callable[[str], Path]) -> Denoiser:
         """Return the per-step noise prediction rule. Default: CFG with the pipeline's UNet."""
-        from methods.core.diffusion import cfg_denoiser
-
         return cfg_denoiser(pipe.unet, pipe.unet, self.cfg.guidance_scale)

@@ -8,12 +8,14 @@ change which network predicts each branch and how predictions combine (a ``Denoi
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
 
-from methods.core.api import Cond, Denoiser
+from methods.core.types import Cond, Denoiser
+
+if TYPE_CHECKING:  # diffusers takes seconds to import: only the functions that build a scheduler do
+    from diffusers import DDPMScheduler
 
 # ---------------------------------------------------------------------------------------------
 # Prompts
@@ -99,6 +101,8 @@ def to_pil(images: torch.Tensor) -> list:
 
 
 def train_scheduler(pipe: Any) -> DDPMScheduler:
+    from diffusers import DDPMScheduler
+
     return DDPMScheduler.from_config(pipe.scheduler.config)
 
 
@@ -206,6 +210,8 @@ def latent_shape(pipe: Any) -> tuple[int, int, int]:
 
 def sampling_scheduler(pipe: Any, name: str = "ddim") -> Any:
     """A fresh scheduler for sampling, from the pipeline's scheduler config."""
+    from diffusers import DDIMScheduler
+
     if name == "ddim":
         return DDIMScheduler.from_config(pipe.scheduler.config)
     if name == "pipeline":

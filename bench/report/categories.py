@@ -7,9 +7,9 @@ splits the prompts exactly as another already shown (the tiny world's shape is i
 left out.
 
 Within a level, the win rate and its interval are computed exactly as in the main table (paired
-wins, percentile bootstrap resampling the level's prompts), from the per-prompt sums of
-``report.per_prompt``. The intervals are descriptive: with many levels some exclude 50% by chance, and no
-adjustment for the number of levels is made.
+wins in the reward's direction, percentile bootstrap resampling the level's prompts), from the
+per-prompt sums of ``data.per_prompt``. The intervals are descriptive: with many levels some
+exclude 50% by chance, and no adjustment for the number of levels is made.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import report
+from bench.report import data, rows as report_rows
 from bench.store import Store
 
 MAX_LEVELS = 12
 NO_LEVEL = "(none)"
+
 
 def _scalar(v: Any) -> str | None:
     if isinstance(v, bool):
@@ -62,6 +63,19 @@ def attributes(prompts: pd.DataFrame) -> dict[str, pd.Series]:
     return out
 
 
+def _cells(g: pd.DataFrame, runs: list[str], levels: pd.Series, jobs: list) -> dict[str, dict[str, Any]]:
+    """run_id -> level -> win rate of one attribute's levels; the intervals are queued on ``jobs``."""
+    labelled = g.assign(level=levels.reindex(g["prompt_id"]).fillna(NO_LEVEL).to_numpy())
+    cells: dict[str, dict[str, Any]] = {rid: {} for rid in runs}
+    for (rid, level), gl in labelled[labelled["run_id"].isin(runs)].groupby(["run_id", "level"]):
+        sums, sizes = gl["win_sum"].to_numpy(np.float64), gl["n_pairs"].to_numpy(np.float64)
+        cell = cells[rid][str(level)] = {"n": int(sizes.sum()), "n_prompts": int(sizes.size),
+                                         "win_rate": float(sums.sum() / sizes.sum())}
+        bounds = (float(gl["win_min"].min()), float(gl["win_max"].max()))
+        jobs.append((cell, ("ci_low", "ci_high"), sums, sizes, bounds))
+    return cells
+
+
 def breakdown(store: Store, rows: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0,
               prompts: pd.DataFrame | None = None) -> list[dict[str, Any]]:
     """One table per (suite, reward version, attribute):
@@ -69,15 +83,14 @@ def breakdown(store: Store, rows: list[dict[str, Any]], n_boot: int = 1000, seed
     {"suite", "reward", "reward_version", "attribute", "levels": [level names], "runs": [run_id with a win
     rate], "cells": {run_id: {level: {"n", "n_prompts", "win_rate", "ci_low", "ci_high"}}}}
 
-    ``prompts``: the ``report.per_prompt`` table when the caller already has it.
+    ``prompts``: the ``data.per_prompt`` table when the caller already has it.
     """
     compared = [r for r in rows if r["win_rate"] is not None]
     if not compared:
         return []
     suites = sorted({r["suite"] for r in compared})
-    meta = store.query("SELECT suite, prompt_id, category, meta_json FROM prompts WHERE list_contains($s, suite)",
-                       {"s": suites})
-    per_prompt = report.per_prompt(store, suites) if prompts is None else prompts
+    meta = data.prompt_meta(store, suites)
+    per_prompt = data.per_prompt(store, suites) if prompts is None else prompts
     per_prompt = per_prompt[per_prompt["n_pairs"] > 0]
     order = {r["run_id"]: i for i, r in enumerate(compared)}  # the main table's order of methods
     out, jobs = [], []
@@ -89,16 +102,8 @@ def breakdown(store: Store, rows: list[dict[str, Any]], n_boot: int = 1000, seed
         in_suite = per_prompt[per_prompt["suite"] == suite]
         for (reward, version), g in in_suite.groupby(["reward", "reward_version"], sort=True):
             runs = sorted((rid for rid in g["run_id"].unique() if (reward, version, rid) in shown), key=order.get)
-            for name, levels in attrs.items():
-                labelled = g.assign(level=levels.reindex(g["prompt_id"]).fillna(NO_LEVEL).to_numpy())
-                cells: dict[str, dict[str, Any]] = {rid: {} for rid in runs}
-                for (rid, level), gl in labelled[labelled["run_id"].isin(runs)].groupby(["run_id", "level"]):
-                    sums, sizes = gl["win_sum"].to_numpy(np.float64), gl["n_pairs"].to_numpy(np.float64)
-                    cell = cells[rid][str(level)] = {"n": int(sizes.sum()), "n_prompts": int(sizes.size),
-                                                     "win_rate": float(sums.sum() / sizes.sum())}
-                    jobs.append((cell, ("ci_low", "ci_high"), sums, sizes,
-                                 (float(gl["win_min"].min()), float(gl["win_max"].max()))))
-                out.append({"suite": suite, "reward": reward, "reward_version": version, "attribute": name,
-                            "levels": sorted(str(v) for v in levels.unique()), "runs": runs, "cells": cells})
-    report.run_bootstraps(jobs, n_boot, seed)
+            out += [{"suite": suite, "reward": reward, "reward_version": version, "attribute": name,
+                     "levels": sorted(str(v) for v in levels.unique()), "runs": runs,
+                     "cells": _cells(g, runs, levels, jobs)} for name, levels in attrs.items()]
+    report_rows.run_bootstraps(jobs, n_boot, seed)
     return out

@@ -1,7 +1,7 @@
-"""The report as one self-contained HTML page: no script, no network, images from the folder beside it.
+"""A Document as one self-contained HTML page: no script, no network, images from the folder beside it.
 
 Every piece of user data (prompts, suite, model, method and run names, versions) passes through
-``e`` (``html.escape`` with quotes) exactly once, at the point where it is put into markup, so a
+``e`` (``fmt.html``: ``html.escape`` with quotes) exactly once, at the point where it is put into markup, so a
 prompt such as ``<script>alert(1)</script>`` reads as text. A Content-Security-Policy allowing only
 images from the page's own location and the inline stylesheet is a second line of defence: even an
 escaping bug could not run a script or reach the network.
@@ -9,15 +9,15 @@ escaping bug could not run a script or reach the network.
 
 from __future__ import annotations
 
-import html
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bench import report_md
-from bench.report import PROVENANCE_COLUMNS, provenance_facts, provenance_runs
-from bench.report_md import ALPHA, ci, g, pct
-
-if TYPE_CHECKING:
-    from bench.report_doc import Document
+from bench.report import content
+from bench.report.document import Document
+from bench.report.fmt import SIG, ci, g, pct
+from bench.report.fmt import html as e
+from bench.report.grids import Grid
+from bench.report.rows import tables
+from bench.report.stats import ALPHA
 
 CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"
 GRID_CELL_PX = 128  # small images (the tiny world's 32 px) are shown enlarged to about this size
@@ -45,11 +45,6 @@ code { font-size: .85em; }
 """
 
 
-def e(s: Any) -> str:
-    """Escape for HTML text and double-quoted attributes."""
-    return html.escape(str(s), quote=True)
-
-
 def _row(cells: list[str], num: set[int] = frozenset(), tag: str = "td") -> str:
     """A table row from already-escaped cell contents."""
     return "<tr>" + "".join(f'<{tag}{" class=num" if i in num and tag == "td" else ""}>{c}</{tag}>'
@@ -65,27 +60,21 @@ def _table(header: list[str], rows: list[list[str]], num: set[int] = frozenset()
 
 def _sig(s: str) -> str:
     """Escaped text with the ✱ marker highlighted."""
-    return e(s).replace("✱", '<span class=sig title="significant after Holm, p &lt; 0.05">✱</span>')
+    return e(s).replace(SIG, f'<span class=sig title="significant after Holm, p &lt; {ALPHA}">{SIG}</span>')
 
 
 def _results(doc: Document, table: list[dict[str, Any]]) -> str:
-    rows = [[_sig(c) for c in report_md.result_cells(r, doc.labels[r["run_id"]])] for r in table]
-    return _table([e(h) for h in report_md.RESULT_HEADER], rows, num={1, 5, 6, 7}, cls="results")
+    rows = [[_sig(c) for c in content.result_cells(r, doc.labels[r["run_id"]])] for r in table]
+    return _table([e(h) for h in content.RESULT_HEADER], rows, num={1, 5, 6, 7}, cls="results")
 
 
 def _ranking(doc: Document) -> str:
     out = ['<section id="ranking"><h2>Ranking across rewards</h2>']
     for block in doc.ranking:
         header = ["rank", "method", "mean rank"] + [f"{e(k)}<br><small>rank · win %</small>" for k in block["rewards"]]
-        rows = []
-        for i, entry in enumerate(block["entries"], start=1):
-            cells = [str(i), e(doc.labels[entry["run_id"]]), f"{entry['mean_rank']:.2f}"]
-            for k in block["rewards"]:
-                win = entry["win_rates"].get(k)
-                cells.append("—" if k not in entry["ranks"] else _sig(
-                    f"{entry['ranks'][k]:g} · {'—' if win is None else pct(win)}"
-                    + (" ✱" if entry["significant"][k] else "")))
-            rows.append(cells)
+        rows = [[str(i), e(doc.labels[entry["run_id"]]), f"{entry['mean_rank']:.2f}"]
+                + [_sig(content.ranking_cell(entry, k)) for k in block["rewards"]]
+                for i, entry in enumerate(block["entries"], start=1)]
         out += [f"<h3>{e(block['suite'])}</h3>", _table(header, rows, num=set(range(len(header))) - {1})]
     return "\n".join(out) + "</section>"
 
@@ -113,7 +102,7 @@ def _categories(doc: Document, suite: str) -> str:
             + '<div class="flow">' + "\n".join(parts) + "</div></details>")
 
 
-def _grid(doc: Document, grid) -> str:
+def _grid(doc: Document, grid: Grid) -> str:
     heads, imgs, scores = [], [], []
     for c in grid.cells:
         scale = max(1, GRID_CELL_PX // max(c.width, c.height, 1))
@@ -131,15 +120,14 @@ def _grid(doc: Document, grid) -> str:
 
 
 def _suite(doc: Document, index: int, suite: str) -> str:
-    from bench.report import tables
-
     out = [f'<section id="suite-{index}"><h2>Suite {e(suite)}</h2>']
     for f in doc.figures.get(suite, []):
         out.append(f'<figure><img src="{e(doc.asset(f.src))}" alt="{e(f.alt)}" width="{f.width}" '
                    f'height="{f.height}"><figcaption>{e(f.alt)}</figcaption></figure>')
     for (s, reward, version), table in tables(doc.rows).items():
         if s == suite:
-            out += [f"<h3>{e(reward)} ({e(version)})</h3>", _results(doc, table)]
+            out += [f"<h3>{e(reward)} ({e(version)}){content.title_note(doc, reward, version)}</h3>",
+                    _results(doc, table)]
     out.append(_categories(doc, suite))
     grids = [gr for gr in doc.grids if gr.suite == suite]
     if grids:
@@ -148,22 +136,25 @@ def _suite(doc: Document, index: int, suite: str) -> str:
     return "\n".join(out) + "</section>"
 
 
+def _cost_row(doc: Document, cost: dict[str, Any]) -> list[str]:
+    cells = [e(c) for c in content.cost_cells(doc, cost)]
+    cells[1] = f"<code>{cells[1]}</code>"  # the run id
+    return cells
+
+
 def _costs(doc: Document) -> str:
-    header = ["method", "run", "train s", "sample s", "score s", "total s", "images", "sample s / image"]
-    rows = [[e(doc.labels[c["run_id"]]), f"<code>{e(c['run_id'])}</code>", g(c["train_s"]), g(c["sample_s"]),
-             g(c["score_s"]), g(c["total_s"]), str(c["n_images"]), g(c["sample_s_per_image"])] for c in doc.costs]
-    return ('<section id="cost"><h2>Cost</h2><p class=note>Seconds of work recorded by the runner; — where nothing '
-            "was timed (no training, or a stored checkpoint or image was reused).</p>"
-            + _table([e(h) for h in header], rows, num=set(range(2, 8))) + "</section>")
+    rows = [_cost_row(doc, c) for c in doc.costs]
+    return (f'<section id="cost"><h2>Cost</h2><p class=note>{content.COST_NOTE}</p>'
+            + _table([e(h) for h in content.COST_HEADER], rows, num=set(range(2, 8))) + "</section>")
 
 
 def _provenance(doc: Document) -> str:
     items = [f"generated {e(doc.generated_at)}"]
     items += [f"{label}: <code>{e(value)}</code>" if label == "store" else f"{label}: {e(value)}"
-              for label, value in provenance_facts(doc.provenance)]
-    rows = [[e(c) if c else "—" for c in row] for row in provenance_runs(doc.provenance)]
+              for label, value in content.provenance_facts(doc.provenance)]
+    rows = [[e(c) if c else "—" for c in row] for row in content.provenance_runs(doc.provenance)]
     return ('<footer id="provenance"><h2>Provenance</h2><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
-            + _table([e(h) for h in PROVENANCE_COLUMNS], rows) + "</footer>")
+            + _table([e(h) for h in content.PROVENANCE_COLUMNS], rows) + "</footer>")
 
 
 def render(doc: Document) -> str:
@@ -184,13 +175,12 @@ def render(doc: Document) -> str:
     if not doc.rows:
         body.append("<p>No scored images in the store for this selection.</p>")
     else:
-        body.append(f"<p class=note>Win rate: share of (prompt, seed) pairs where the method's image scores higher "
-                    f"than base's (ties ½); intervals are 95% bootstrap CIs over prompts; "
-                    f"{_sig('✱')} = significant after Holm (p &lt; {ALPHA}).</p>")
+        body.append(f"<p class=note>{content.win_rate_intro(doc, e)}{_sig(SIG)} = significant after Holm "
+                    f"(p &lt; {ALPHA}).</p>")
         body.append(_ranking(doc))
         body += [_suite(doc, i, s) for i, s in enumerate(suites)]
         body.append(_costs(doc))
         body.append('<section id="statistics"><h2>Statistics</h2><ul>'
-                    + "".join(f"<li>{_sig(n)}</li>" for n in report_md.statistics_notes(doc)) + "</ul></section>")
+                    + "".join(f"<li>{_sig(n)}</li>" for n in content.statistics_notes(doc)) + "</ul></section>")
     body.append("</main>")
     return "\n".join([head, header, *body, _provenance(doc), "</body></html>"]) + "\n"

@@ -7,9 +7,10 @@ Which (prompt, seed) pairs are shown, per suite and base run:
   categories take turns). The choice depends on neither scores nor methods, so reruns and later
   reports show the same prompts and can be compared by eye.
 * per reward version, the ``GRID_EXTREMES`` largest wins and largest losses: each prompt's pair
-  (method, seed) with the largest (smallest) score minus base's score, the prompts with the
-  largest (smallest) such difference, ties broken by prompt_id, seed and run_id. A (prompt, seed)
-  chosen for several reasons is shown once, with all of them.
+  (method, seed) with the largest (smallest) gain over base (the score minus base's score, negated
+  for a lower-is-better reward), the prompts with the largest (smallest) such gain, ties broken by
+  prompt_id, seed and run_id. The difference shown is the score minus base's, whatever the
+  direction. A (prompt, seed) chosen for several reasons is shown once, with all of them.
 
 Images are copied into the report's folder as thumbnails (at most ``THUMB_MAX`` pixels a side,
 named by their sha256) so the report is self-contained. An image whose file is missing or
@@ -25,28 +26,13 @@ from typing import Any
 
 import pandas as pd
 
+from bench.report import data
 from bench.store import Store
 
 GRID_FIXED = 4
 GRID_EXTREMES = 2
 THUMB_MAX = 256
 PLACEHOLDER = "missing.png"
-
-_FIXED_SQL = """
-WITH firsts AS (
-    SELECT i.prompt_id, min(i.seed) AS seed, any_value(p.category) AS category
-    FROM images i LEFT JOIN prompts p ON p.suite = i.suite AND p.prompt_id = i.prompt_id
-    WHERE i.run_id = $base AND i.suite = $suite
-    GROUP BY i.prompt_id
-)
-SELECT prompt_id, seed, row_number() OVER (PARTITION BY category ORDER BY md5(prompt_id), prompt_id) AS turn
-FROM firsts ORDER BY turn, md5(prompt_id), prompt_id LIMIT $k
-"""
-_CELLS_SQL = """
-SELECT i.run_id, i.prompt_id, i.prompt, i.seed, i.path, i.sha256, s.reward, s.reward_version, s.value
-FROM images i LEFT JOIN scores s ON s.image_id = i.image_id
-WHERE i.suite = $suite AND list_contains($runs, i.run_id) AND list_contains($prompts, i.prompt_id)
-"""
 
 
 @dataclass
@@ -91,50 +77,56 @@ def _fmt_delta(x: float) -> str:
     return f"{x:+.4g}"
 
 
-def _extremes(prompts: pd.DataFrame, labels: dict[str, str], versions: dict[str, set[str]]) -> dict:
+def _picks(g: pd.DataFrame, gain: str, seed: str, ascending: bool) -> list[tuple[str, int, str, float]]:
+    """The GRID_EXTREMES (prompt_id, seed, run_id, gain) with the largest gains (the smallest when
+    ``ascending``), each (prompt, seed) once; only gains above 0 (below 0 when ``ascending``)."""
+    cands = g[g[gain] < 0] if ascending else g[g[gain] > 0]
+    cands = cands.sort_values([gain, "prompt_id", seed, "run_id"], ascending=[ascending, True, True, True])
+    picked: dict[tuple[str, int], tuple[str, int, str, float]] = {}
+    for pid, s, run_id, x in zip(cands["prompt_id"], cands[seed], cands["run_id"], cands[gain]):
+        picked.setdefault((pid, int(s)), (pid, int(s), run_id, float(x)))
+        if len(picked) == GRID_EXTREMES:
+            break
+    return list(picked.values())
+
+
+def _extremes(prompts: pd.DataFrame, labels: dict[str, str], versions: dict[str, set[str]],
+              directions: data.Directions) -> dict:
     """{(prompt_id, seed): [reasons]} of the largest wins and losses of each reward version in ``prompts``
     (the per-prompt rows of one suite's method runs, all paired with one base run)."""
     chosen: dict[tuple[str, int], list[str]] = {}
     for (reward, version), g in prompts.groupby(["reward", "reward_version"], sort=True):
         name = reward if len(versions.get(reward, ())) == 1 else f"{reward} ({version})"
-        for kind, delta, seed, ascending in (("largest win", "best_delta", "best_seed", False),
-                                             ("largest loss", "worst_delta", "worst_seed", True)):
-            cands = g[g[delta] < 0] if ascending else g[g[delta] > 0]
-            cands = cands.sort_values([delta, "prompt_id", seed, "run_id"], ascending=[ascending, True, True, True])
-            picked: list[tuple[str, int]] = []
-            for c in cands.itertuples(index=False):
-                key = (c.prompt_id, int(getattr(c, seed)))
-                if key in picked:
-                    continue
-                picked.append(key)
-                chosen.setdefault(key, []).append(
-                    f"{kind}: {labels.get(c.run_id, c.run_id)} on {name}, {_fmt_delta(getattr(c, delta))}")
-                if len(picked) == GRID_EXTREMES:
-                    break
+        sign = 1.0 if directions[(reward, version)] else -1.0  # gain back to score minus base's
+        for kind, gain, seed, ascending in (("largest win", "best_gain", "best_seed", False),
+                                            ("largest loss", "worst_gain", "worst_seed", True)):
+            for pid, s, run_id, x in _picks(g, gain, seed, ascending):
+                chosen.setdefault((pid, s), []).append(
+                    f"{kind}: {labels.get(run_id, run_id)} on {name}, {_fmt_delta(sign * x)}")
     return chosen
 
 
-def select(store: Store, rows: list[dict[str, Any]], labels: dict[str, str],
-           prompts: pd.DataFrame | None = None) -> list[Grid]:
+def select(store: Store, rows: list[dict[str, Any]], labels: dict[str, str], prompts: pd.DataFrame | None = None,
+           directions: data.Directions | None = None) -> list[Grid]:
     """The grids of the report rows' suites and runs (``labels``: run_id -> column title).
 
-    ``prompts``: the ``report.per_prompt`` table of these suites when the caller already has it.
+    ``prompts``: the ``data.per_prompt`` table of these suites when the caller already has it;
+    ``directions``: ``data.directions`` when the caller already has it.
     """
-    from bench import report
-
     if prompts is None:
-        prompts = report.per_prompt(store, sorted({r["suite"] for r in rows}))
+        prompts = data.per_prompt(store, sorted({r["suite"] for r in rows}))
+    directions = data.directions(store) if directions is None else directions
     versions: dict[str, set[str]] = {}
     for r in rows:
         versions.setdefault(r["reward"], set()).add(r["reward_version"])
     grids: list[Grid] = []
     for suite, base, runs in _groups(rows, labels):
         chosen: dict[tuple[str, int], list[str]] = {}
-        fixed = store.query_quietly(_FIXED_SQL, {"base": base, "suite": suite, "k": GRID_FIXED})
+        fixed = data.fixed_prompts(store, base, suite, GRID_FIXED)
         for pid, seed in zip(fixed["prompt_id"], fixed["seed"]):
             chosen.setdefault((pid, int(seed)), []).append("fixed prompt")
         paired = prompts[(prompts["suite"] == suite) & prompts["run_id"].isin(runs[1:]) & (prompts["n_pairs"] > 0)]
-        for key, reasons in _extremes(paired, labels, versions).items():
+        for key, reasons in _extremes(paired, labels, versions, directions).items():
             chosen.setdefault(key, []).extend(reasons)
         if chosen:
             grids += _fill(store, suite, runs, chosen, labels)
@@ -144,9 +136,8 @@ def select(store: Store, rows: list[dict[str, Any]], labels: dict[str, str],
 def _fill(store: Store, suite: str, runs: list[str], chosen: dict[tuple[str, int], list[str]],
           labels: dict[str, str]) -> list[Grid]:
     pids = sorted({pid for pid, _ in chosen})
-    cells = store.query_quietly(_CELLS_SQL, {"suite": suite, "runs": runs, "prompts": pids})
-    prompts = store.query("SELECT prompt_id, prompt, category FROM prompts WHERE suite = $suite "
-                          "AND list_contains($prompts, prompt_id)", {"suite": suite, "prompts": pids})
+    cells = data.grid_images(store, suite, runs, pids)
+    prompts = data.prompt_texts(store, suite, pids)
     texts = {p.prompt_id: (p.prompt, p.category if isinstance(p.category, str) else None)
              for p in prompts.itertuples(index=False)}
     found: dict[tuple[str, str, int], Cell] = {}

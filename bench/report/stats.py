@@ -17,16 +17,19 @@ import math
 
 import numpy as np
 
+ALPHA = 0.05  # significance level of every test and ✱ marker in the report
 _MAX_DRAWS_PER_CHUNK = 4_000_000  # resamples × clusters drawn at once: ~80 MB of temporaries
 
 
-def paired_wins(method_scores: np.ndarray, base_scores: np.ndarray) -> np.ndarray:
-    """(N,) 1.0 where the method scores higher, 0.5 where equal, 0.0 where lower (higher is better)."""
+def paired_wins(method_scores: np.ndarray, base_scores: np.ndarray, higher_is_better: bool = True) -> np.ndarray:
+    """(N,) 1.0 where the method scores better (higher, or lower for a lower-is-better reward), 0.5 where
+    equal, 0.0 where worse: the store's ``pairs.win``."""
     m = np.asarray(method_scores, dtype=np.float64)
     b = np.asarray(base_scores, dtype=np.float64)
     if m.shape != b.shape:
         raise ValueError(f"method and base scores differ in shape: {m.shape} vs {b.shape}")
-    return np.where(m > b, 1.0, np.where(m == b, 0.5, 0.0))
+    better = m > b if higher_is_better else m < b
+    return np.where(better, 1.0, np.where(m == b, 0.5, 0.0))
 
 
 def _cluster_codes(values: np.ndarray, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

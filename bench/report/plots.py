@@ -79,7 +79,7 @@ def winrate_chart(panels: list[dict[str, Any]], path: Path) -> tuple[int, int]:
 def distributions_chart(panels: list[dict[str, Any]], path: Path) -> tuple[int, int]:
     """Score histograms per run (share of images per bin), one panel per reward version.
 
-    ``panels``: [{"title", "edges": (bins+1,), "series": [(label, counts (bins,), colour index)]}].
+    ``panels``: [{"title", "xlabel", "edges": (bins+1,), "series": [(label, counts (bins,), colour index)]}].
     """
     fig, axes = _figure(len(panels), 3.0)
     n_colours = 1 + max((s[2] for p in panels for s in p["series"]), default=0)
@@ -90,7 +90,7 @@ def distributions_chart(panels: list[dict[str, Any]], path: Path) -> tuple[int, 
             total = sum(counts) or 1
             ax.stairs([c / total for c in counts], edges, label=_text(label), color=palette[ci], linewidth=1.6)
         ax.set_title(_text(p["title"]), fontsize=10)
-        ax.set_xlabel("score")
+        ax.set_xlabel(_text(p["xlabel"]))
         ax.set_ylabel("share of images")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, frameon=False)

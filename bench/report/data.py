@@ -1,0 +1,166 @@
+"""Everything the report reads from the store: each SQL query once, returning frames or plain dicts.
+
+The heavy one is ``per_prompt``: one scan of the scores aggregating per (run, suite, reward version,
+prompt) the sums, counts and ranges of the scores and of the paired wins against base (the store's
+``pairs`` view). Those per-prompt sums are all a cluster bootstrap needs, so the layers above work
+on one row per prompt, never per image; the same table feeds the rows, the category breakdowns and
+the choice of the largest wins and losses. A store with 10^6 scores reports in a few seconds.
+
+Which way a reward is better comes from the store too: the ``rewards`` table, and the ``pairs``
+view, whose ``win`` already counts in that direction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from bench.store import Store
+
+# gain: the score minus base's in the reward's direction (positive is better than base).
+# best / worst: the pair with the largest (smallest) gain, the smallest seed on ties.
+PER_PROMPT_SQL = """
+WITH agg AS (
+    SELECT i.run_id, i.suite, s.reward, s.reward_version, i.prompt_id,
+           count(*) AS n_images, sum(s.value) AS value_sum, min(s.value) AS value_min, max(s.value) AS value_max,
+           count(p.win) AS n_pairs, coalesce(sum(p.win), 0) AS win_sum, min(p.win) AS win_min, max(p.win) AS win_max,
+           max({'d': p.gain, 's': -p.seed}) FILTER (WHERE p.win IS NOT NULL) AS best,
+           min({'d': p.gain, 's': p.seed}) FILTER (WHERE p.win IS NOT NULL) AS worst
+    FROM images i JOIN scores s ON s.image_id = i.image_id
+    LEFT JOIN (SELECT *, CASE WHEN higher_is_better THEN value - base_value ELSE base_value - value END AS gain
+               FROM pairs) p
+        ON p.image_id = i.image_id AND p.reward = s.reward AND p.reward_version = s.reward_version
+    WHERE ($suites IS NULL OR list_contains($suites, i.suite))
+    GROUP BY ALL
+)
+SELECT * EXCLUDE (best, worst), best.d AS best_gain, -best.s AS best_seed, worst.d AS worst_gain,
+       worst.s AS worst_seed
+FROM agg ORDER BY run_id, suite, reward, reward_version, prompt_id
+"""
+GROUP_KEYS = ["run_id", "suite", "reward", "reward_version"]
+_RUNS_SQL = """
+SELECT r.run_id, r.method, r.model, r.config_hash, r.status, r.train_s, r.sample_s, r.score_s,
+       CASE WHEN r.method <> 'base' THEN br.base_run_id END AS base_run_id
+FROM runs r LEFT JOIN base_runs br ON br.model = r.model AND br.sampler_key = r.sampler_key
+"""
+_PROVENANCE_SQL = ("SELECT run_id, method, model, model_revision, sampler_key, config_hash, artifact_hash, git_sha, "
+                   "status, versions_json FROM runs ORDER BY run_id")
+_HIST_SQL = """
+WITH v AS (
+    SELECT i.suite, i.run_id, s.reward, s.reward_version, s.value
+    FROM images i JOIN scores s ON s.image_id = i.image_id
+    WHERE list_contains($runs, i.run_id) AND list_contains($suites, i.suite)
+), edges AS (
+    SELECT suite, reward, reward_version, min(value) AS lo, max(value) AS hi FROM v GROUP BY ALL
+)
+SELECT v.suite, v.reward, v.reward_version, v.run_id, e.lo, e.hi,
+       least($bins - 1, CASE WHEN e.hi > e.lo THEN floor((v.value - e.lo) / (e.hi - e.lo) * $bins) ELSE 0 END)::INT
+           AS bin,
+       count(*) AS n
+FROM v JOIN edges e USING (suite, reward, reward_version)
+GROUP BY ALL
+"""
+_FIXED_SQL = """
+WITH firsts AS (
+    SELECT i.prompt_id, min(i.seed) AS seed, any_value(p.category) AS category
+    FROM images i LEFT JOIN prompts p ON p.suite = i.suite AND p.prompt_id = i.prompt_id
+    WHERE i.run_id = $base AND i.suite = $suite
+    GROUP BY i.prompt_id
+)
+SELECT prompt_id, seed, row_number() OVER (PARTITION BY category ORDER BY md5(prompt_id), prompt_id) AS turn
+FROM firsts ORDER BY turn, md5(prompt_id), prompt_id LIMIT $k
+"""
+_CELLS_SQL = """
+SELECT i.run_id, i.prompt_id, i.prompt, i.seed, i.path, i.sha256, s.reward, s.reward_version, s.value
+FROM images i LEFT JOIN scores s ON s.image_id = i.image_id
+WHERE i.suite = $suite AND list_contains($runs, i.run_id) AND list_contains($prompts, i.prompt_id)
+"""
+
+
+def _check_filter(store: Store, column: str, table: str, wanted: list[str] | None) -> None:
+    """Fail early on a suite or method the store does not hold, naming those it does."""
+    if wanted is None:
+        return
+    stored = sorted(store.query(f"SELECT DISTINCT {column} FROM {table}")[column])
+    unknown = [w for w in wanted if w not in stored]
+    if unknown:
+        raise ValueError(f"no {column} {', '.join(map(repr, unknown))} in the store; "
+                         f"stored: {', '.join(stored) or 'none'}")
+
+
+def check_filters(store: Store, suites: list[str] | None, methods: list[str] | None) -> None:
+    """Raise ValueError naming what is stored when a suite or method filter matches nothing."""
+    _check_filter(store, "suite", "images", suites)
+    _check_filter(store, "method", "runs", methods)
+
+
+def per_prompt(store: Store, suites: list[str] | None = None) -> pd.DataFrame:
+    """One row per (run, suite, reward version, prompt) with scored images; columns: GROUP_KEYS, prompt_id,
+    n_images, value_sum, value_min, value_max, n_pairs, win_sum, win_min, win_max (win_* NaN without pairs),
+    best_gain, best_seed, worst_gain, worst_seed. Ordered by the keys, then prompt_id."""
+    return store.query_quietly(PER_PROMPT_SQL, {"suites": suites})
+
+
+def runs(store: Store) -> dict[str, dict[str, Any]]:
+    """run_id -> {method, model, config_hash, status, train_s, sample_s, score_s, base_run_id (None for base
+    runs and runs without a base)}."""
+    out = {r["run_id"]: r for r in store.query(_RUNS_SQL).to_dict("records")}
+    for r in out.values():
+        r["base_run_id"] = r["base_run_id"] if isinstance(r["base_run_id"], str) else None  # NaN -> None
+    return out
+
+
+def run_records(store: Store) -> list[dict[str, Any]]:
+    """Every run's provenance columns, by run_id (NULLs as pandas gives them: None or NaN)."""
+    return store.query(_PROVENANCE_SQL).to_dict("records")
+
+
+class Directions(dict):
+    """(reward, reward_version) -> higher_is_better; a reward without a row in ``rewards`` is higher-is-better,
+    as the store's ``pairs`` view counts it."""
+
+    def __missing__(self, key: tuple[str, str]) -> bool:
+        return True
+
+
+def directions(store: Store) -> Directions:
+    """Which way each reward version is better, from the store's ``rewards`` table."""
+    frame = store.query("SELECT reward, reward_version, higher_is_better FROM rewards")
+    return Directions({(r, v): bool(h) for r, v, h in frame.itertuples(index=False)})
+
+
+def image_counts(store: Store, run_ids: list[str]) -> dict[str, int]:
+    """run_id -> its number of stored images (all suites)."""
+    counts = store.query_quietly("SELECT run_id, count(*) AS n FROM images WHERE list_contains($runs, run_id) "
+                                 "GROUP BY run_id", {"runs": run_ids})
+    return dict(zip(counts["run_id"], counts["n"].astype(int)))
+
+
+def histogram_counts(store: Store, run_ids: list[str], suites: list[str], bins: int) -> pd.DataFrame:
+    """Per (suite, reward, reward_version, run_id, bin): n, with the (lo, hi) score range the bins share."""
+    return store.query_quietly(_HIST_SQL, {"runs": run_ids, "suites": suites, "bins": bins})
+
+
+def prompt_meta(store: Store, suites: list[str]) -> pd.DataFrame:
+    """suite, prompt_id, category, meta_json of the prompts of these suites."""
+    return store.query("SELECT suite, prompt_id, category, meta_json FROM prompts WHERE list_contains($s, suite)",
+                       {"s": suites})
+
+
+def fixed_prompts(store: Store, base: str, suite: str, k: int) -> pd.DataFrame:
+    """prompt_id, seed of the first ``k`` prompts of a base run by md5(prompt_id), categories taking turns,
+    each with its smallest seed."""
+    return store.query_quietly(_FIXED_SQL, {"base": base, "suite": suite, "k": k})
+
+
+def grid_images(store: Store, suite: str, run_ids: list[str], prompt_ids: list[str]) -> pd.DataFrame:
+    """The images of these runs and prompts with their scores (one row per image and score; NULL reward
+    for an unscored image)."""
+    return store.query_quietly(_CELLS_SQL, {"suite": suite, "runs": run_ids, "prompts": prompt_ids})
+
+
+def prompt_texts(store: Store, suite: str, prompt_ids: list[str]) -> pd.DataFrame:
+    """prompt_id, prompt, category of these prompts of a suite."""
+    return store.query("SELECT prompt_id, prompt, category FROM prompts WHERE suite = $suite "
+                       "AND list_contains($prompts, prompt_id)", {"suite": suite, "prompts": prompt_ids})

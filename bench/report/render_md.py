@@ -1,0 +1,114 @@
+"""A Document as Markdown: tables, and the charts and image grids as relative image links.
+
+User text goes through ``fmt.md`` exactly once, where it is put into the page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report import content
+from bench.report.document import Document
+from bench.report.fmt import SIG, ci, g, md, pct
+from bench.report.grids import Grid
+from bench.report.rows import tables
+from bench.report.stats import ALPHA
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i in right else "---" for i in range(len(header)))
+           + "|"]
+    return out + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _results(table: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """One (suite, reward version) table: a row per run, base first."""
+    rows = [content.result_cells(r, md(label)) for r, label in zip(table, labels)]
+    return _table(list(content.RESULT_HEADER), rows, right={1, 5, 6, 7})
+
+
+def _provenance(prov: dict[str, Any]) -> list[str]:
+    out = [f"- {label}: {md(value)}" for label, value in content.provenance_facts(prov)] + [""]
+    rows = [[md(c) if c else "—" for c in row] for row in content.provenance_runs(prov)]
+    return out + _table(list(content.PROVENANCE_COLUMNS), rows)
+
+
+def _ranking(doc: Document) -> list[str]:
+    out = ["## Ranking across rewards", ""]
+    for block in doc.ranking:
+        out += [f"### {md(block['suite'])}", ""]
+        header = ["rank", "method", "mean rank"] + [f"{md(k)}: rank · win %" for k in block["rewards"]]
+        rows = [[str(i), md(doc.labels[e["run_id"]]), f"{e['mean_rank']:.2f}"]
+                + [content.ranking_cell(e, k) for k in block["rewards"]]
+                for i, e in enumerate(block["entries"], start=1)]
+        out += _table(header, rows, right={0, 2}) + [""]
+    return out
+
+
+def _category_cell(c: dict[str, Any] | None) -> str:
+    return "—" if c is None else f"{ci(c['win_rate'], c['ci_low'], c['ci_high'], pct)} ({c['n_prompts']} prompts)"
+
+
+def _categories(doc: Document, suite: str) -> list[str]:
+    out = []
+    for t in (t for t in doc.categories if t["suite"] == suite):
+        out += [f"#### {md(t['reward'])} ({md(t['reward_version'])}) by {md(t['attribute'])}", ""]
+        header = [md(t["attribute"])] + [f"{md(doc.labels[rid])} win % [95% CI]" for rid in t["runs"]]
+        rows = [[md(level)] + [_category_cell(t["cells"][rid].get(level)) for rid in t["runs"]]
+                for level in t["levels"]]
+        out += _table(header, rows) + [""]
+    return (["### By category", ""] + out) if out else []
+
+
+def _grid(doc: Document, grid: Grid) -> list[str]:
+    reasons = "; ".join(md(r) for r in grid.reasons)
+    meta = f"seed {grid.seed} · prompt id {md(grid.prompt_id)}" + (
+        f" · category {md(grid.category)}" if grid.category else "")
+    out = [f"**{reasons}** · {meta}", "", f"> {md(grid.prompt)}", ""]
+    header = [md(c.label) for c in grid.cells]
+    images = [f"![{md(c.label) + (' (missing)' if c.missing else '')}]({doc.asset(c.src)})" for c in grid.cells]
+    scores = ["<br>".join(f"{md(doc.reward_name(k))} {g(v)}" for k, v in c.scores.items()) or "—"
+              for c in grid.cells]
+    return out + _table(header, [images, scores]) + [""]
+
+
+def _suite(doc: Document, suite: str) -> list[str]:
+    out = [f"## Suite {md(suite)}", ""]
+    for f in doc.figures.get(suite, []):
+        out += [f"![{md(f.alt)}]({doc.asset(f.src)})", ""]
+    for (s, reward, version), table in tables(doc.rows).items():
+        if s == suite:
+            out += [f"### {md(reward)} ({md(version)}){content.title_note(doc, reward, version)}", ""]
+            out += _results(table, [doc.labels[r["run_id"]] for r in table]) + [""]
+    out += _categories(doc, suite)
+    suite_grids = [gr for gr in doc.grids if gr.suite == suite]
+    if suite_grids:
+        out += ["### Image grids", "", "Same prompt and seed (same initial noise) across methods.", ""]
+        for gr in suite_grids:
+            out += _grid(doc, gr)
+    return out
+
+
+def _costs(doc: Document) -> list[str]:
+    rows = [[md(c) for c in content.cost_cells(doc, cost)] for cost in doc.costs]
+    table = _table(list(content.COST_HEADER), rows, right=set(range(2, 8)))
+    return ["## Cost", "", content.COST_NOTE, ""] + table + [""]
+
+
+def render(doc: Document) -> str:
+    """The full Markdown report of a Document."""
+    out = ["# diffusion-pref-bench report", "",
+           f"Generated {doc.generated_at} from {md(doc.provenance['store'])} · {len(doc.labels)} runs · suites: "
+           f"{', '.join(md(s) for s in doc.suites) or 'none'}", ""]
+    if not doc.rows:
+        out += ["No scored images in the store for this selection.", "", "## Provenance", ""]
+        return "\n".join(out + _provenance(doc.provenance)) + "\n"
+    out += [content.win_rate_intro(doc, md) + f"{SIG} = significant after Holm (p < {ALPHA}). "
+            "See [Statistics](#statistics).", ""]
+    out += _ranking(doc)
+    for suite in doc.suites:
+        out += _suite(doc, suite)
+    out += _costs(doc)
+    out += ["## Statistics", ""] + [f"- {n}" for n in content.statistics_notes(doc, md)] + [""]
+    out += ["## Provenance", ""] + _provenance(doc.provenance)
+    return "\n".join(out) + "\n"

@@ -1,0 +1,48 @@
+"""The runs a report shows: their order, the names a reader sees, and what their numbers depend on."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bench.report import data
+from bench.store import Store
+
+
+def shown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs of the rows, each once (as its first row): base runs first, then by method, model and run_id."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        seen.setdefault(r["run_id"], r)
+    return sorted(seen.values(), key=lambda r: (r["method"] != "base", r["method"], r["model"], r["run_id"]))
+
+
+def labels(runs: list[dict[str, Any]]) -> list[str]:
+    """Method names, with the model and then the config hash added only where needed to tell runs apart.
+
+    ``runs`` are dicts with method, model, config_hash and run_id (report rows or run entries).
+    """
+    several_models = len({r["model"] for r in runs}) > 1
+    names = [f"{r['method']} ({r['model']})" if several_models else r["method"] for r in runs]
+    return [
+        f"{lab} [{(r['config_hash'] or r['run_id'])[:8]}]" if names.count(lab) > 1 else lab
+        for lab, r in zip(names, runs)
+    ]
+
+
+def provenance(store: Store, rows: list[dict[str, Any]] | None = None, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """What the numbers depend on: the runs shown (all when rows is None), their configs, code and libraries."""
+    wanted = None if rows is None else {r["run_id"] for r in rows} | {r["base_run_id"] for r in rows}
+    runs = {}
+    for r in data.run_records(store):
+        run_id, versions = r.pop("run_id"), r.pop("versions_json")
+        if wanted is None or run_id in wanted:
+            r["versions"] = json.loads(versions) if isinstance(versions, str) else None
+            runs[run_id] = {k: (v if isinstance(v, (str, dict)) else None) for k, v in r.items()}  # NaN -> None
+    return {
+        "store": str(store.db_path),
+        "bootstrap": {"n_boot": n_boot, "seed": seed, "unit": "prompt", "interval": "percentile 95%"},
+        "test": "two-sided exact sign test over prompts, Holm-adjusted within each (suite, reward, version)",
+        "git_shas": sorted({r["git_sha"] for r in runs.values() if r["git_sha"]}),
+        "runs": runs,
+    }
