@@ -51,12 +51,14 @@ def run(
     vae: Annotated[Optional[str], typer.Option(help="Replace the model's VAE: fp16-fix (madebyollin/sdxl-vae-fp16-fix), "
                                                    "a diffusers AutoencoderKL folder or repo id.")] = None,
     suite: Annotated[str, typer.Option(help="Prompt suite name or a .txt/.csv/.jsonl file.")] = "tiny-eval",
-    seeds: Annotated[str, typer.Option(help="Seeds per prompt, e.g. 0-3 or 0,2,5.")] = "0-1",
+    seeds: Annotated[str, typer.Option(help="Seeds per prompt, e.g. 0-3 or 0,2,5; at most 10,000 seeds, "
+                                       "each from 0 to 2147483647 (2**31 - 1).")] = "0-1",
     rewards: Annotated[Optional[str], typer.Option(help="Comma-separated reward ids (default: per model).")] = None,
     db: Annotated[Path, typer.Option(help="DuckDB file; images and checkpoints go beside it.")] = DEFAULT_DB,
     set_: Annotated[list[str], typer.Option("--set", help="Override a setting: method.field=value, "
                                              "sampler.steps=30, data.pickapic=DIR. Repeatable.")] = [],
-    device: Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, or auto.")] = "auto",
+    device: Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:1, mps, or auto; one this machine "
+                                        "has.")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, bf16, fp16 (weights of the frozen parts, autocast of training; "
                                            "master weights stay fp32), or auto: bf16 for sd15/sdxl on a GPU, "
                                            "else fp32.")] = "auto",
@@ -65,6 +67,9 @@ def run(
                                            "--num_processes N -m bench run ...`.")] = 1,
 ) -> None:
     """Train what needs training, sample missing images, score them, and store everything."""
+    from rich.errors import MarkupError
+    from rich.markup import escape
+
     from bench import distributed, models, runner
     from bench import plan as planning
 
@@ -74,11 +79,12 @@ def run(
             raise UsageError(f"--processes must be >= 1, got {processes}")
         if processes > 1 and distributed.launched_world() > 1:
             raise UsageError("--processes starts its own launch; under `accelerate launch` leave it out")
+        planning.check_device(device, processes)
         the_plan = planning.make_plan(methods, model, suite, seeds, rewards, db, parse_sets(set_), device, vae,
                                        precision)
         planning.preflight(the_plan)
     except (UsageError, KeyError) as e:
-        _fail_usage(e)
+        _fail_usage(UsageError(escape(str(e))))  # names are user data: "[/x]" is not rich markup
     if processes > 1:  # checked here, run by the launched processes (whose main one reports)
         args = [*(["--methods", methods] if methods else []), "--model", model, *(["--vae", vae] if vae else []),
                 "--suite", suite, "--seeds", seeds,
@@ -90,17 +96,23 @@ def run(
     if not procs.is_main:  # the main process reports for all
         raise typer.Exit(runner.execute(the_plan, lambda *a: None, lambda msg: None, procs))
     for note in the_plan.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False)
     console.print(f"plan: {len(the_plan.runs)} runs ({', '.join(r.method for r in the_plan.runs)}) on "
                   f"{the_plan.model.name}, suite {the_plan.suite.name} ({len(the_plan.suite.prompts)} "
                   f"prompts) x seeds {the_plan.seeds}, rewards {', '.join(the_plan.rewards)}, device {device}"
-                  + (f", {procs.world} processes" if procs.world > 1 else ""))
+                  + (f", {procs.world} processes" if procs.world > 1 else ""), markup=False)
     with _progress() as progress:
-        code = runner.execute(the_plan, _Bars(progress), lambda msg: progress.console.print(msg), procs)
+        def log(message: str) -> None:
+            try:
+                progress.console.print(message)
+            except MarkupError:  # an error message quoting something that reads as a closing tag: "[/x]"
+                progress.console.print(message, markup=False)
+
+        code = runner.execute(the_plan, _Bars(progress), log, procs)
     if code:
         console.print("[bold red]some runs failed[/bold red]; their errors are in the runs table (status 'failed')")
     else:
-        console.print(f"done: results in {the_plan.db}; next: bench report --db {the_plan.db}")
+        console.print(f"done: results in {the_plan.db}; next: bench report --db {the_plan.db}", markup=False)
     raise typer.Exit(code)
 
 
@@ -117,27 +129,36 @@ def report(
 ) -> None:
     """Win rates against base with bootstrap CIs, means, rankings, categories, costs, charts and image grids,
     from the store only."""
+    from rich.markup import escape
+    from rich.text import Text
+
     from bench.report.data import check_filters
-    from bench.report.writer import FORMATS, write
-    from bench.store import Store
+    from bench.report.writer import FORMATS, check_out, write
+    from bench.store import Store, StoreError
 
     try:
         if len(parse_list(format, list(FORMATS), "format")) != 1:
             raise UsageError(f"--format takes one of {', '.join(FORMATS)}, got {format!r}")
-        if not db.is_file():
+        if not db.exists():
             raise UsageError(f"no results store at {db}; run `bench run` first or pass --db")
         if resamples < 1000:
             raise UsageError("--resamples must be at least 1000")
         suites = [x.strip() for x in suite.split(",") if x.strip()] or None if suite else None
         method_list = [x.strip() for x in methods.split(",") if x.strip()] or None if methods else None
-        store = Store(db)
+        check_out(format, out)
+        store = Store(db, read_only=True)  # a report only reads: a read-only file or folder is fine
         check_filters(store, suites, method_list)
     except (UsageError, ValueError) as e:  # StoreError, or an unknown suite or method: names what is stored
-        _fail_usage(e)
-    path, text = write(store, format, out, Path("reports"), suites=suites, methods=method_list, n_boot=resamples)
+        _fail_usage(UsageError(escape(str(e))))  # names are user data: "[/x]" is not rich markup
+    try:
+        path, text = write(store, format, out, Path("reports"), suites=suites, methods=method_list,
+                           n_boot=resamples, warn=lambda w: console.print(Text.assemble(("warning: ", "yellow"), w)))
+    except (OSError, StoreError) as e:  # the disk filled up, or a writer held the store past the lock timeout
+        console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False)
+        raise typer.Exit(1)
     if format != "html":  # a page of markup is no use on a terminal
         typer.echo(text)
-    console.print(f"written to {path}")
+    console.print(f"written to {path}", markup=False, highlight=False)
 
 
 @app.command("list")
@@ -153,12 +174,12 @@ def list_(what: Annotated[str, typer.Argument(help="methods, models, suites or r
                             for r in REWARDS.available()],
         "models": lambda: [(m, "built locally (tiny world)" if m in models.TINY_PRESETS else models.HUB_ALIASES[m])
                            for m in models.available()],
-        "suites": lambda: [(s, suites.load(s).description) for s in suites.available()],
+        "suites": suites.catalogue,
     }
     if what not in tables:
         _fail_usage(UsageError(f"unknown list {what!r}; available: {', '.join(tables)}"))
     table = Table(what)
-    table.add_column("")
+    table.add_column("", overflow="fold")  # a fetch command wraps, never ends in an ellipsis
     for name, info in tables[what]():
         table.add_row(name, info)
     Console().print(table)
@@ -168,8 +189,10 @@ def list_(what: Annotated[str, typer.Argument(help="methods, models, suites or r
 def prepare(
     what: Annotated[str, typer.Argument(help="tiny (the default world) or tiny-micro (test size)")],
     db: Annotated[Path, typer.Option(help="Results folder is the folder of this DuckDB file.")] = DEFAULT_DB,
+    rebuild: Annotated[bool, typer.Option(help="Build the world from scratch beside the results, even where the "
+                                          "project ships it (runs keep using the shipped one).")] = False,
 ) -> None:
-    """Build the tiny world's base model and rewards now (otherwise built on first use)."""
+    """Check the shipped tiny world, or build a world that is not shipped (otherwise built on first use)."""
     import time
 
     from bench import models
@@ -179,8 +202,29 @@ def prepare(
         _fail_usage(UsageError(f"unknown target {what!r}; available: {', '.join(models.TINY_PRESETS)}"))
     start = time.perf_counter()
     with _progress() as progress:
-        folder = tiny.ensure_all(db.parent, models.TINY_PRESETS[what], _Bars(progress), progress.console.print)
+        folder = tiny.ensure_all(db.parent, models.TINY_PRESETS[what], _Bars(progress), progress.console.print,
+                                 rebuild=rebuild)
     console.print(f"{what}: {folder} ({time.perf_counter() - start:.0f} s)")
+
+
+@app.command()
+def verify(
+    db: Annotated[Path, typer.Option(help="DuckDB file; its folder (images, checkpoints, cache, models) is "
+                                    "checked.")] = DEFAULT_DB,
+) -> None:
+    """Check every file of a results folder against the sha256 recorded when it was written: images, trained
+    checkpoints, cached encodings, tiny worlds. Exit 1 if anything is damaged (the next bench run repairs it)."""
+    from rich.markup import escape
+
+    from bench import verify as verifying
+
+    if not db.is_file():
+        _fail_usage(UsageError(escape(f"no results store at {db}; pass --db")))
+    found = verifying.check(db)
+    for path, why in found.damaged:
+        typer.echo(f"damaged: {path}: {why}")
+    typer.echo(found.summary())
+    raise typer.Exit(1 if found.damaged else 0)
 
 
 if __name__ == "__main__":

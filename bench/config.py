@@ -1,8 +1,9 @@
 """Parsing and hashing of what a user asks for: seeds, ``--set section.field=value``, config hashes.
 
 Overrides arrive one way (``--set dpo.beta=2500``) and are checked against the field's type;
-every error names the offending text and what is allowed. Precedence, lowest first: the method
-config's dataclass defaults, the method's per-model defaults, then ``--set``.
+every error names the offending text and what is allowed. Numbers must be finite: ``nan`` passes every
+range check a config makes (each comparison is false). Precedence, lowest first: the method config's
+dataclass defaults, the method's per-model defaults, then ``--set``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import subprocess
 import typing
 from dataclasses import dataclass
@@ -22,8 +24,21 @@ class UsageError(ValueError):
     """Bad user input: the CLI prints it and exits with code 2 before any work."""
 
 
+MAX_SEEDS = 10_000  # seeds per run: each is an image per prompt and method, and a range is expanded in memory
+MAX_SEED = 2**31 - 1  # the largest seed: images.seed is a 32-bit INTEGER column
+
+
+def _seed_limits(text: str, n: int, hi: int) -> None:
+    """Refuse ``n`` seeds up to ``hi`` before anything is expanded."""
+    if hi > MAX_SEED:
+        raise UsageError(f"--seeds {text!r}: seed {hi} is too large; seeds go up to {MAX_SEED} (2**31 - 1)")
+    if n > MAX_SEEDS:
+        raise UsageError(f"--seeds {text!r} asks for {n:,} seeds; at most {MAX_SEEDS:,} per run")
+
+
 def parse_seeds(text: str) -> list[int]:
-    """'0-3' -> [0, 1, 2, 3]; '0,2,5' -> [0, 2, 5]; '1' -> [1]. Sorted, unique, non-negative."""
+    """'0-3' -> [0, 1, 2, 3]; '0,2,5' -> [0, 2, 5]; '1' -> [1]. Sorted, unique, non-negative, at most
+    ``MAX_SEEDS`` of them, none above ``MAX_SEED``."""
     seeds: set[int] = set()
     for part in text.split(","):
         part = part.strip()
@@ -32,11 +47,13 @@ def parse_seeds(text: str) -> list[int]:
                 lo, hi = (int(v) for v in part.split("-", 1))
                 if lo > hi:
                     raise ValueError
-                seeds.update(range(lo, hi + 1))
             else:
-                seeds.add(int(part))
+                lo = hi = int(part)
         except ValueError:
             raise UsageError(f"malformed --seeds {text!r}: expected e.g. '0-3', '0,2,5' or '7'") from None
+        _seed_limits(text, hi - lo + 1, hi)  # before the range is expanded: '0-100000000' is 10^8 ints
+        seeds.update(range(lo, hi + 1))
+        _seed_limits(text, len(seeds), hi)
     if not seeds or min(seeds) < 0:
         raise UsageError(f"malformed --seeds {text!r}: seeds must be non-negative integers")
     return sorted(seeds)
@@ -80,9 +97,14 @@ def _coerce(value: str, kind: Any, where: str) -> Any:
         if kind is int:
             return int(value)
         if kind is float:
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # nan compares false with every bound a validate() checks
+                raise UsageError(f"--set {where}={value!r}: expected a finite number, not {number}")
+            return number
         if kind is str:
             return value
+    except UsageError:
+        raise
     except ValueError:
         pass
     raise UsageError(f"--set {where}={value!r}: expected {getattr(kind, '__name__', kind)}")

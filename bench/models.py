@@ -211,9 +211,14 @@ def _folder_hash(folder: Path) -> str:
 def load_pipeline(folder: Path, device: str = "cpu", vae: Path | None = None, dtype: Any = None):
     """The single loader: every scale, tiny included, goes through ``from_pretrained``; ``vae``: an
     AutoencoderKL folder that replaces the pipeline's own; ``dtype``: the weights' dtype (default float32)."""
+    import transformers
     from diffusers import AutoencoderKL, DiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
 
-    extra = {"vae": AutoencoderKL.from_pretrained(str(vae), local_files_only=True, torch_dtype=dtype)} if vae else {}
-    pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True, torch_dtype=dtype, **extra)
+    # bench run shows its own progress: the libraries' loading bars would interleave with it.
+    diffusers_logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    extra = {"vae": AutoencoderKL.from_pretrained(str(vae), local_files_only=True, dtype=dtype)} if vae else {}
+    pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True, dtype=dtype, **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -15,7 +15,7 @@ from typing import Any
 from bench import models, suites
 from bench.config import SamplerConfig, UsageError, build_config, canonical_json, config_hash, parse_list, parse_seeds
 from bench.registry import METHODS, REWARDS
-from bench.store import Store, StoreError
+from bench.store import NotAResultsStore, Store, StoreError
 from bench.tiny.files import REWARDS as TINY_REWARDS
 from bench.tiny.files import WorldFiles
 from methods.core.api import Method, MethodConfig
@@ -105,11 +105,45 @@ class Plan:
         return world.reward(reward_id) if world is not None and reward_id in TINY_REWARDS else None
 
 
+def available_devices() -> list[str]:
+    """The torch devices this machine has: cpu, then each GPU (cuda, cuda:0, ...) and mps where present."""
+    import torch
+
+    out = ["cpu"]
+    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    out += ["cuda"] * bool(n_cuda) + [f"cuda:{i}" for i in range(n_cuda)]
+    if torch.backends.mps.is_available():
+        out.append("mps")
+    return out
+
+
+def check_device(device: str, processes: int = 1) -> None:
+    """Raise UsageError unless ``device`` (after ``models.auto_device``) exists here, naming the devices that
+    do; with several processes on a GPU, each needs its own."""
+    import torch
+
+    available = available_devices()
+    listed = f"available here: {', '.join(available)} (or auto)"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):  # torch's message for a malformed name lists every type it knows
+        raise UsageError(f"unknown --device {device!r}; {listed}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {device!r}: the harness runs on cpu, cuda or mps; {listed}")
+    names = {dev.type if dev.index is None else f"{dev.type}:{dev.index}"} | ({dev.type} if dev.index == 0 else set())
+    if not names & set(available):  # cuda:0 is cuda, cpu:0 is cpu, mps:0 is mps
+        raise UsageError(f"--device {device!r} does not exist on this machine; {listed}")
+    n_gpus = sum(d.startswith("cuda:") for d in available)
+    if dev.type == "cuda" and processes > 1 and processes > n_gpus:
+        raise UsageError(f"--processes {processes} on --device {device!r} needs a GPU per process; this machine "
+                         f"has {n_gpus}")
+
+
 def _model_revision(spec: models.ModelSpec) -> str:
     if spec.tiny_preset:
         from bench.tiny import prepare
 
-        return f"tiny-{spec.tiny_preset}@{prepare.preset_hash(prepare.preset(spec.tiny_preset))}"
+        return prepare.revision(spec.tiny_preset)
     return models.revision(spec)
 
 
@@ -189,6 +223,7 @@ def preflight(plan: Plan) -> None:
         Store.check_writable(plan.db)
     except StoreError as e:
         raise UsageError(str(e)) from None
+    _check_stored(plan)
     for rid in plan.rewards:
         _check_reward(plan, rid)
     for r in plan.runs:
@@ -199,6 +234,29 @@ def preflight(plan: Plan) -> None:
                                  f"{package}" + (f", or --set {r.method}.optimizer=adamw" if "optimizer" in why else ""))
         if r.cls.trains:
             _check_training_inputs(plan, r.method, method.needs())
+
+
+def _check_stored(plan: Plan) -> None:
+    """An existing store must open (not damaged, not locked for good), and a suite file edited since it
+    was run (a line inserted: every later prompt_id names another text) is refused now, not by the store
+    after the runs are begun."""
+    if not plan.db.is_file():
+        return  # a new store
+    try:
+        stored = Store(plan.db, read_only=True).query("SELECT prompt_id, prompt FROM prompts WHERE suite = ?",
+                                                      [plan.suite.name])
+    except NotAResultsStore:
+        return  # a DuckDB database of the user's: the run adds the tables
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+    texts = dict(zip(stored["prompt_id"], stored["prompt"]))
+    changed = [p for p in plan.suite.prompts if texts.get(p.prompt_id, p.text) != p.text]
+    if changed:
+        p = changed[0]
+        raise UsageError(f"suite {plan.suite.name!r} has changed since it was stored in {plan.db}: "
+                         f"{len(changed)} prompt id(s) now name another text, e.g. {p.prompt_id} was "
+                         f"{texts[p.prompt_id]!r} and now reads {p.text!r}; a changed prompt needs a new id, or "
+                         "save the suite under a new file name")
 
 
 def _check_reward(plan: Plan, rid: str) -> None:

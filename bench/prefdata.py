@@ -7,7 +7,9 @@ dropped unless kept (methods.md §0.4). Malformed rows are counted by reason, ne
 
 ``encode_pairs`` / ``encode_images_data`` turn the data into cached VAE latents (posterior mean)
 and text embeddings, keyed by the content of the data, the encoders' weights and the resolution,
-so that a second call touches neither the VAE nor the text encoder.
+so that a second call touches neither the VAE nor the text encoder. Each cache entry has its sha256
+beside it (``<entry>.sha256``, bench/integrity.py) and is checked before it is read: a damaged one,
+or one without a recorded sha256, is said to be so (a warning) and computed again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from bench import integrity
 from methods.core.api import Cond, ImageData, PairData
 
 REQUIRED = ("caption", "jpg_0", "jpg_1", "label_0", "label_1")
@@ -263,9 +267,21 @@ def _save(path: Path, tensors: dict[str, torch.Tensor], cond: Cond, index: torch
     tensors = {**tensors, "embeds": cond.embeds, "caption_index": index,
                **{f"added.{k}": v for k, v in cond.added.items()}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    integrity.remove_stale(path.parent.glob(f"{path.name}.*.tmp"))  # what killed runs left of this entry
+    tmp = integrity.tmp_path(path)  # per process: two runs computing one entry never share a temporary
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"captions": json.dumps(captions)})
+    integrity.write_sidecar(tmp, path)  # first: an entry renamed without its sha256 would not be trusted
     tmp.replace(path)  # atomic: a killed run never leaves a half-written cache entry
+
+
+def _cached(path: Path) -> bool:
+    """Whether an intact cache entry is at ``path``; a damaged or unverifiable one is named and recomputed."""
+    if not path.exists():
+        return False
+    problem = integrity.sidecar_problem(path)
+    if problem is not None:
+        logging.getLogger(__name__).warning("cache entry %s: %s; computing it again", path, problem)
+    return problem is None
 
 
 def _load(path: Path) -> tuple[dict[str, torch.Tensor], Cond, list[str]]:
@@ -285,7 +301,7 @@ def encode_pairs(pipe: Any, pairs: PickapicPairs, device: torch.device | str, re
     if len(pairs) == 0:
         raise ValueError("no pairs to encode (all skipped or dropped as ties?)")
     path = _cache_file(cache_dir, "pairs", pairs.content_hash(), model_fingerprint(pipe), resolution)
-    if not path.exists():
+    if not _cached(path):
         device = torch.device(device)
         cond, index = _encode_captions(pipe, pairs.captions, device, batch_size)
         tensors = {"latents_w": _encode_latents(pipe, pairs.images_w, device, resolution, batch_size),
@@ -302,7 +318,7 @@ def encode_images_data(pipe: Any, images: CaptionedImages, device: torch.device 
     if len(images) == 0:
         raise ValueError("no images to encode")
     path = _cache_file(cache_dir, "images", images.content_hash(), model_fingerprint(pipe), resolution)
-    if not path.exists():
+    if not _cached(path):
         device = torch.device(device)
         cond, index = _encode_captions(pipe, images.captions, device, batch_size)
         latents = _encode_latents(pipe, images.images, device, resolution, batch_size)

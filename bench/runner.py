@@ -3,10 +3,15 @@
 Each phase skips work that is already done, so a second identical run does nothing, and a run
 killed at any point (kill -9) resumes where it stopped:
 
-- train: an artifact is written to a temporary folder and renamed when complete; a folder with
-  that artifact hash means training is done;
-- sample: only (prompt, seed) pairs without an image row are drawn; PNG files are written (atomic
-  rename, named by their sha256) before their rows, in one transaction per batch;
+- train: an artifact is written to a temporary folder (named per process), given a manifest of its
+  files' sha256 and renamed when complete; a folder with that artifact hash whose files match its
+  manifest means training is done. One that does not (damaged, or written before manifests) is
+  named in the log, deleted and trained again, before anything uses it. A file lock
+  (``checkpoints/<name>.lock``) lets one process train an artifact while another that needs it
+  waits, then uses it;
+- sample: only (prompt, seed) pairs without an intact image are drawn (no row, or a file that is
+  gone or not the bytes of its stored sha256); PNG files are written (atomic rename, named by their
+  sha256) before their rows, in one transaction per batch;
 - score: only images without a row for (reward, reward version); one transaction per batch.
 
 Images depend only on (method artifact, prompt, seed), never on batch composition, so a resumed
@@ -21,19 +26,22 @@ the rows of each round in one transaction. A killed launch resumes like a killed
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
 import json
 import math
+import os
 import shutil
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
+from bench import integrity
 from bench import plan as planning
 from bench.config import git_sha, versions
 from bench.distributed import ONE, ProcessFailed, Processes
@@ -70,6 +78,7 @@ class Runner:
         self.failures: dict[str, str] = {}
         self._pipe: Any = None
         self._world: list[WorldFiles | None] = []  # the tiny world's files, once ensured
+        self._verified: dict[Path, tuple] = {}  # artifact folder -> its files' signature when found intact
         self.inputs = TrainingInputs(plan, self.pipe, self.world, self.progress, procs)
 
     # -- shared resources, loaded once and only when needed ---------------------------------------
@@ -95,7 +104,16 @@ class Runner:
         return self._pipe
 
     def artifacts(self, method_id: str) -> Path:
+        """The trained artifact of another method of the plan (one stacks on it), verified first."""
         spec = next(r for r in self.plan.runs if r.method == method_id)
+        if spec.run_id in self.failures:  # not trained again for each run that stacks on it
+            raise RunFailed(f"{method_id}, which this run stacks on, failed: {self.failures[spec.run_id]}")
+        return self.artifact(spec)
+
+    def artifact(self, spec: planning.RunSpec) -> Path:
+        """``spec``'s artifact folder, its files checked against its manifest (trained again first when
+        missing or damaged)."""
+        self.train(spec)
         return artifact_dir(self.results, spec)
 
     # -- phases ----------------------------------------------------------------------------------
@@ -145,20 +163,72 @@ class Runner:
         self.log(f"[red]run {spec.run_id} failed:[/red] {message}")
 
     def train(self, spec: planning.RunSpec) -> None:
+        """Make ``spec``'s artifact present and intact: nothing to do when its files match its manifest;
+        else (missing, damaged, unverifiable) it is trained into place, by one process at a time."""
         if not spec.cls.trains:
             return
         out = artifact_dir(self.results, spec)
-        tmp = out.with_name(out.name + ".tmp")
+        with self._artifact_lock(spec, out) as built_meanwhile:
+            todo, damage, tmp = self.procs.on_main(lambda: self._begin_artifact(spec, out, built_meanwhile))
+            if not todo:
+                return
+            try:
+                self._train_into(spec, out, tmp)
+            except Exception as e:
+                if self.procs.is_main:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                if damage:
+                    raise RunFailed(f"{damage}; training it again failed: {type(e).__name__}: {e}") from e
+                raise
 
-        def begin() -> bool:
-            if out.is_dir():
-                return False
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            return True
-
-        if not self.procs.on_main(begin):
+    @contextlib.contextmanager
+    def _artifact_lock(self, spec: planning.RunSpec, out: Path) -> Iterator[bool]:
+        """The main process holds ``checkpoints/<name>.lock`` while it checks or trains the artifact, so
+        another ``bench run`` on this results folder waits for it instead of training it too. Yields
+        whether the artifact appeared while this process waited (another one trained it)."""
+        if not self.procs.is_main:
+            yield False
             return
+        existed = out.is_dir()
+
+        def waiting(holder: str) -> None:
+            self.log(f"{spec.method}: waiting for {holder}, which holds {out.name}.lock (it is training or "
+                     f"checking {out.name})")
+
+        with integrity.lock(out.with_name(out.name + ".lock"), waiting) as waited:
+            yield waited and not existed and out.is_dir()
+
+    def _artifact_problem(self, out: Path) -> str | None:
+        """None when the artifact's files match its manifest (checked again only if a file changed since)."""
+        problems = integrity.manifest_problems(out)
+        if problems:
+            self._verified.pop(out, None)
+            return "; ".join(f"{path}: {why}" for path, why in problems)
+        self._verified[out] = integrity.signature(out)
+        return None
+
+    def _begin_artifact(self, spec: planning.RunSpec, out: Path,
+                        built_meanwhile: bool) -> tuple[bool, str | None, Path | None]:
+        """On the main process, holding the lock: (whether to train, what was wrong with the stored
+        artifact, the temporary folder to train into)."""
+        damage = None
+        if out.is_dir():
+            problem = None if self._verified.get(out) == integrity.signature(out) else self._artifact_problem(out)
+            if problem is None:
+                if built_meanwhile:
+                    self.log(f"{spec.method}: using {out.name}, which another process trained meanwhile")
+                return False, None, None
+            damage = f"checkpoint {out} is damaged or unverifiable ({problem})"
+            self.log(f"[yellow]{damage}: deleting it and training it again[/yellow]")
+            shutil.rmtree(out)
+        # What killed runs left (the lock is ours: no live process writes here); the old fixed name too.
+        for left in out.parent.glob(f"{out.name}.*tmp"):
+            shutil.rmtree(left, ignore_errors=True)
+        tmp = integrity.tmp_path(out)
+        tmp.mkdir(parents=True)
+        return True, damage, tmp
+
+    def _train_into(self, spec: planning.RunSpec, out: Path, tmp: Path) -> None:
         method = spec.cls(spec.cfg)
         start = time.perf_counter()
         log = TrainLog(self.store, spec)
@@ -167,7 +237,9 @@ class Runner:
         def finish() -> None:
             log.flush()
             (tmp / "method_config.json").write_text(json.dumps(spec.config, indent=1, sort_keys=True, default=str))
+            integrity.write_manifest(tmp)
             tmp.rename(out)
+            self._verified[out] = integrity.signature(out)
             self.store.add_phase_time(spec.run_id, "train", time.perf_counter() - start)
 
         try:
@@ -180,19 +252,27 @@ class Runner:
     def sample(self, spec: planning.RunSpec) -> None:
         suite = self.plan.suite
 
-        keys = self.procs.on_main(lambda: self.store.missing_image_keys(
-            spec.run_id, suite.name, [(p.prompt_id, s) for p in suite.prompts for s in self.plan.seeds]))
+        def missing() -> list[tuple[str, int]]:
+            keys = self.store.missing_image_keys(
+                spec.run_id, suite.name, [(p.prompt_id, s) for p in suite.prompts for s in self.plan.seeds])
+            redraw = len(set(keys) & self.store.existing_image_keys(spec.run_id, suite.name))
+            if redraw:
+                self.log(f"[yellow]{spec.method}: {redraw} stored image file(s) gone or damaged (not the bytes of "
+                         f"their stored sha256); drawing them again (same pixels, same file name)[/yellow]")
+            return keys
+
+        keys = self.procs.on_main(missing)
         if not keys:
             return
         prompts = {p.prompt_id: p for p in suite.prompts}
         todo = [(prompts[pid], s) for pid, s in keys]
         pipe = self.pipe()
-        artifact = artifact_dir(self.results, spec) if spec.cls.trains else None
+        artifact = self.artifact(spec) if spec.cls.trains else None  # checked against its manifest first
         denoise = spec.cls(spec.cfg).denoiser(pipe, artifact, self.artifacts)
         image_dir = self.results / "images"
         image_dir.mkdir(parents=True, exist_ok=True)
-        # What a killed multi-process launch left half-written (process-named: see _write_png).
-        self.procs.on_main(lambda: [f.unlink(missing_ok=True) for f in image_dir.glob("*/*.png.*.tmp")])
+        # What killed runs left half-written (process-named, see _write_png; a live writer's stays).
+        self.procs.on_main(lambda: integrity.remove_stale(image_dir.glob("*/*.png.*.tmp")))
         batch = spec.sampler.batch
         mine = self.procs.shard(todo)
         start = time.perf_counter()
@@ -218,12 +298,12 @@ class Runner:
         data = buf.getvalue()
         digest = hashlib.sha256(data).hexdigest()
         path = self.results / "images" / digest[:2] / f"{digest}.png"
-        if not path.exists():
+        if not (path.is_file() and integrity.sha256_file(path) == digest):  # absent, or damaged: written again
             path.parent.mkdir(exist_ok=True)
-            # Two processes may draw identical pixels (a degenerate model): each writes its own file.
-            tmp = path.with_suffix(".png.tmp" if self.procs.world == 1 else f".png.{self.procs.rank}.tmp")
+            # Processes (of a launch, or two runs) may draw identical pixels: each writes its own temporary.
+            tmp = integrity.tmp_path(path)
             tmp.write_bytes(data)
-            tmp.rename(path)
+            os.replace(tmp, path)
         return {"image_id": image_id(spec.run_id, self.plan.suite.name, prompt.prompt_id, seed),
                 "run_id": spec.run_id, "suite": self.plan.suite.name, "prompt_id": prompt.prompt_id,
                 "prompt": prompt.text, "seed": seed, "path": str(path), "sha256": digest,

@@ -32,6 +32,7 @@ Views:
     the same reward version on the same (suite, prompt_id, seed): suite, model, method, run_id,
     base_run_id, image_id, base_image_id, prompt_id, seed, reward, reward_version, value,
     base_value, higher_is_better, win (1 better than base in the reward's direction, 0.5 equal, 0 worse).
+    A non-finite score (refused at insertion, but a user's own SQL may add one) pairs with nothing.
     All stored images count, whatever the status
     of their run: images are immutable, a failed run's finished images are as good as any.
 ``winrates(suite, model, method, reward, n, win_rate, run_id, reward_version)``: ``pairs``
@@ -98,7 +99,7 @@ CREATE OR REPLACE VIEW pairs AS
     JOIN scores sm ON sm.image_id = m.image_id
     JOIN scores sb ON sb.image_id = b.image_id AND sb.reward = sm.reward AND sb.reward_version = sm.reward_version
     LEFT JOIN rewards rw ON rw.reward = sm.reward AND rw.reward_version = sm.reward_version
-    WHERE r.method <> 'base';
+    WHERE r.method <> 'base' AND isfinite(sm.value) AND isfinite(sb.value);
 CREATE OR REPLACE VIEW winrates AS
     SELECT suite, model, method, reward, count(*) AS n, avg(win) AS win_rate, run_id, reward_version
     FROM pairs GROUP BY suite, model, method, reward, run_id, reward_version;
@@ -121,17 +122,63 @@ def check_train_value(artifact_hash: str, step: int, name: str, value: float) ->
         raise StoreError(f"train_log {name} = {value} at step {step} of artifact {artifact_hash}")
 
 
+def _temp_schema() -> tuple[dict[str, str], str]:
+    """SCHEMA as TEMP objects, for a read-only connection: {table: its CREATE TEMP TABLE}, the views."""
+    tables, views = {}, []
+    for stmt in (s.strip() for s in SCHEMA.split(";") if s.strip()):
+        if stmt.startswith("CREATE TABLE IF NOT EXISTS "):
+            name = stmt.split()[5]
+            tables[name] = stmt.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE IF NOT EXISTS", 1) + ";\n"
+        elif stmt.startswith("CREATE OR REPLACE VIEW "):
+            views.append(stmt.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW", 1) + ";\n")
+        # anything else (an index) changes no result a reader sees
+    return tables, "".join(views)
+
+
+_TEMP_TABLES, _TEMP_VIEWS = _temp_schema()
+
+
+class NotAResultsStore(StoreError):
+    """A DuckDB database without the tables of a results store (a read-write open adds them)."""
+
+
+_OLDEST_TABLES = ("runs", "images", "scores")  # in every store the harness ever wrote
+_HEADER_BYTES = 12  # a DuckDB file starts with an 8-byte checksum and the magic bytes DUCK
+
+
 def _utcnow() -> datetime:
     """Naive UTC timestamp: DuckDB's TIMESTAMP has no zone, and local time would vary by host."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 class Store:
-    """A DuckDB results file. Opening creates the folder, the tables and the views if missing."""
+    """A DuckDB results file. Opening creates the folder, the tables and the views if missing.
 
-    def __init__(self, db_path: Path, lock_timeout_s: float = 30.0):
+    ``read_only=True`` (what ``bench report`` uses) opens an existing store without ever writing to it: no
+    folder, table or view is created, every connection is DuckDB's read-only one (so another reader does
+    not block it, and a file or folder the user cannot write is fine), and a write raises StoreError. A
+    store written by an older version, lacking a newer table or with older views, reads as the current
+    schema: each connection defines the current views, and the missing tables empty, as TEMP objects
+    (which shadow the file's own and live only in that connection's memory).
+    """
+
+    def __init__(self, db_path: Path, lock_timeout_s: float = 30.0, read_only: bool = False):
         self.db_path = Path(db_path).absolute()
         self.lock_timeout_s = lock_timeout_s
+        self.read_only = read_only
+        self._compat_sql = ""  # read-only: the TEMP tables and views each connection defines first
+        if read_only:
+            self.check_readable(self.db_path)
+            with self._connect(read_only=True) as con:
+                stored = {t for (t,) in con.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+                    "AND schema_name = 'main'").fetchall()}
+            lacking = [t for t in _OLDEST_TABLES if t not in stored]
+            if lacking:
+                raise NotAResultsStore(f"{self.db_path} is a DuckDB database but not a results store: it has no "
+                                       f"{', '.join(lacking)} table")
+            self._compat_sql = "".join(_TEMP_TABLES[t] for t in _TEMP_TABLES if t not in stored) + _TEMP_VIEWS
+            return
         self.check_writable(self.db_path)
         try:
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +196,8 @@ class Store:
     def check_writable(db_path: Path) -> None:
         """Raise StoreError unless the store at db_path could be created or written; creates nothing.
 
-        Cheap enough for a preflight before any training: it only inspects the file system.
+        Cheap enough for a preflight before any training: it only inspects the file system (and the first
+        bytes of an existing file, which must be DuckDB's).
         """
         path = Path(db_path).absolute()
         if path.is_dir():
@@ -157,6 +205,7 @@ class Store:
         if path.exists():
             if not os.access(path, os.R_OK | os.W_OK):
                 raise StoreError(f"store {path} is not writable: permission denied")
+            Store._check_duckdb_file(path)
             return
         existing = path.parent
         while not existing.exists() and existing != existing.parent:  # where a mkdir -p would start
@@ -166,23 +215,57 @@ class Store:
         if not os.access(existing, os.W_OK | os.X_OK):
             raise StoreError(f"cannot create store {path}: permission denied in {existing}")
 
+    @staticmethod
+    def check_readable(db_path: Path) -> None:
+        """Raise StoreError unless db_path is an existing DuckDB file this process may read; writes nothing."""
+        path = Path(db_path).absolute()
+        if path.is_dir():
+            raise StoreError(f"store path {path} is a directory, not a DuckDB file")
+        if not path.is_file():
+            raise StoreError(f"no results store at {path}")
+        if not os.access(path, os.R_OK):
+            raise StoreError(f"store {path} is not readable: permission denied")
+        Store._check_duckdb_file(path)
+
+    @staticmethod
+    def _check_duckdb_file(path: Path) -> None:
+        """Raise StoreError unless the file starts with DuckDB's header (DuckDB refuses an empty file too)."""
+        try:
+            with open(path, "rb") as f:
+                head = f.read(_HEADER_BYTES)
+        except OSError as e:
+            raise StoreError(f"cannot read store {path}: {e.strerror or e}") from e
+        if head[8:12] != b"DUCK":  # DuckDB's main header: an 8-byte checksum, then the magic bytes
+            what = "an empty file" if not head else "a file that is not a DuckDB database"
+            raise StoreError(f"store {path} is {what}; pass --db a results store (bench run creates one), "
+                             "or move the file away")
+
     @contextmanager
     def _connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection; waits while another process holds the file's lock."""
+        """A short-lived connection; waits while another process holds the file's lock. A read-only store
+        only opens read-only connections, each with the TEMP tables and views it lacks."""
+        if self.read_only and not read_only:
+            raise StoreError(f"store {self.db_path} was opened read-only; nothing can be written to it")
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.05
         while True:
             try:
                 con = duckdb.connect(str(self.db_path), read_only=read_only)
                 break
-            except duckdb.IOException as e:
-                locked = "lock" in str(e).lower()
+            except duckdb.Error as e:  # IOException for a lock or a bad file; others for a damaged file
+                locked = isinstance(e, duckdb.IOException) and "lock" in str(e).lower()
                 if not locked or time.monotonic() >= deadline:
                     why = f"still locked by another process after {self.lock_timeout_s:g} s" if locked else str(e)
                     raise StoreError(f"cannot open store {self.db_path}: {why}") from e
                 time.sleep(delay)
                 delay = min(1.0, delay * 2)
         try:
+            if self._compat_sql:
+                try:
+                    con.execute(self._compat_sql)
+                except duckdb.Error as e:
+                    raise StoreError(f"cannot read store {self.db_path}: its tables differ from those this version "
+                                     f"of the harness reads ({e})") from e
             yield con
         finally:
             con.close()
@@ -260,10 +343,11 @@ class Store:
             return {(p, int(s)) for p, s in got.fetchall()}
 
     def missing_image_keys(self, run_id: str, suite: str, wanted: list[tuple[str, int]]) -> list[tuple[str, int]]:
-        """The (prompt_id, seed) keys of ``wanted``, in order, that this run has no image for: no row, or a row
-        whose file was deleted (drawn again: same key, same pixels, same file name)."""
-        stored = self.query("SELECT prompt_id, seed, path FROM images WHERE run_id = ? AND suite = ?", [run_id, suite])
-        have = {(r.prompt_id, int(r.seed)) for r in stored.itertuples() if (self.root / r.path).is_file()}
+        """The (prompt_id, seed) keys of ``wanted``, in order, that this run has no intact image for: no row, or
+        a row whose file was deleted or is not the bytes of its stored sha256, damaged or truncated (drawn
+        again: same key, same pixels, same file name)."""
+        bad = self.damaged_images(run_id, suite)
+        have = self.existing_image_keys(run_id, suite) - {(p, int(s)) for p, s in zip(bad["prompt_id"], bad["seed"])}
         return [key for key in wanted if key not in have]
 
     def add_run_suite(self, run_id: str, suite: str, suite_sha256: str) -> None:
@@ -377,3 +461,25 @@ class Store:
         with self._connect(read_only=True) as con:
             con.execute("SET enable_progress_bar = false")
             return con.execute(sql, params).df() if params is not None else con.execute(sql).df()
+
+    def damaged_images(self, run_id: str | None = None, suite: str | None = None) -> pd.DataFrame:
+        """Stored images (of one run and suite, or all) whose file is gone or is not the bytes whose sha256
+        was stored when it was written (damaged, truncated): image_id, run_id, suite, prompt_id, seed, path
+        (relative), sha256 and ``problem``. A row stored without a sha256 is checked for its file only."""
+        where = [(col, value) for col, value in (("run_id", run_id), ("suite", suite)) if value is not None]
+        frame = self.query("SELECT image_id, run_id, suite, prompt_id, seed, path, sha256 FROM images"
+                           + (" WHERE " + " AND ".join(f"{col} = ?" for col, _ in where) if where else "")
+                           + " ORDER BY path, image_id", [value for _, value in where])
+        checked: dict[tuple[str, Any], str | None] = {}  # a file several rows share is read once
+        for path, sha in zip(frame["path"], frame["sha256"]):
+            if (path, sha) not in checked:
+                checked[(path, sha)] = self.image_file_problem(path, sha)
+        frame["problem"] = [checked[(path, sha)] for path, sha in zip(frame["path"], frame["sha256"])]
+        return frame[frame["problem"].notna()].reset_index(drop=True)
+
+    def image_file_problem(self, path: str, sha256: str | None) -> str | None:
+        """None when the image file at ``path`` (relative to the store folder) is the one whose sha256 was
+        stored; else what is wrong with it."""
+        from bench.integrity import file_problem
+
+        return file_problem(self.root / path, sha256 if isinstance(sha256, str) else None)

@@ -177,6 +177,19 @@ def available() -> list[str]:
     return sorted(list(BUILTIN) + [n for n in STANDARD if _standard_folder(n) is not None])
 
 
+def catalogue() -> list[tuple[str, str]]:
+    """Every known suite with what a user needs to know: its description where it is on this machine, else
+    that it is not and the command that fetches it."""
+    rows = []
+    for name in sorted([*BUILTIN, *STANDARD]):
+        if name in BUILTIN or _standard_folder(name) is not None:
+            rows.append((name, load(name).description))
+        else:
+            hint = hubfiles.fetch_hint([STANDARD[name].source], env=PROMPTS_ENV, default="prompts")
+            rows.append((name, f"not on this machine; {hint}"))
+    return rows
+
+
 def load(name: str) -> Suite:
     """A built-in or standard suite by name, or a suite file by path."""
     if name in BUILTIN:

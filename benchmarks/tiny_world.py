@@ -1,12 +1,14 @@
 """Measure the tiny world: preparation time, base fidelity, room to align, annotator agreement.
 
-    python benchmarks/tiny_world.py                        # the default preset, cached under /tmp
+    python benchmarks/tiny_world.py                        # the default preset, built here (cached under /tmp)
+    python benchmarks/tiny_world.py --world compare        # the shipped world beside one built here
     python benchmarks/tiny_world.py --set unet_steps=2000  # a variant of it (its own cache folder)
     python benchmarks/tiny_world.py --set timesteps=uniform  # uniform training timesteps, for comparison
     python benchmarks/tiny_world.py --preset micro --seeds 4
     python benchmarks/tiny_world.py --curve 1500,2000,2500  # also: fidelity against preparation minutes
 
-Builds the world cold (unless its folder already exists under --results), then samples the base
+Builds the world cold (unless its folder already exists under --results; ``--world shipped`` measures the
+shipped world instead, ``--world compare`` both, side by side), then samples the base
 model on every ``tiny-eval`` prompt with ``--seeds`` seeds through the same sampler as ``bench run``
 and prints one table. Definitions (issue 2):
 
@@ -54,12 +56,24 @@ def _override(p: pretrain.Preset, assignments: list[str]) -> pretrain.Preset:
     return dataclasses.replace(p, **changes, name=p.name + ("-variant" if changes else ""))
 
 
-def build(results: Path, p: pretrain.Preset) -> tuple[WorldFiles, Any, dict[str, float]]:
-    """The world's files, its loaded pipeline, and the seconds each preparation stage took."""
+def build(results: Path, p: pretrain.Preset) -> WorldFiles:
+    """A world built on this machine (cold, unless its folder already exists under ``results``)."""
     files = WorldFiles(results / "models" / f"tiny-{p.name}-{prepare.preset_hash(p)}")
-    times: dict[str, float] = {}
     if not files.folder.exists():
         prepare.build(files.folder, p, lambda *a: None, print)
+    return files
+
+
+def shipped(p: pretrain.Preset) -> WorldFiles:
+    folder = prepare.SHIPPED / f"tiny-{p.name}-{prepare.preset_hash(p)}"
+    if not folder.is_dir():
+        raise SystemExit(f"the project ships no world for preset {p.name!r} (hash {prepare.preset_hash(p)})")
+    return WorldFiles(folder)
+
+
+def open_world(files: WorldFiles, p: pretrain.Preset) -> tuple[Any, dict[str, float]]:
+    """The world's loaded pipeline and the seconds each preparation stage took (its derived data first)."""
+    times: dict[str, float] = {}
     manifest = json.loads(files.manifest.read_text())
     times.update(manifest["times"])
     pipe = models.load_pipeline(files.pipeline)
@@ -67,7 +81,7 @@ def build(results: Path, p: pretrain.Preset) -> tuple[WorldFiles, Any, dict[str,
     # Each stage records its own seconds, so a re-run on a built world reports the first build's times.
     times["pairs_s"] = _pair_stats(files)["seconds"]
     times["pickscore_s"] = _pickscore_meta(files)["train_s"]
-    return files, pipe, times
+    return pipe, times
 
 
 def sample_eval(pipe: Any, seeds: int) -> tuple[torch.Tensor, list[str]]:
@@ -139,6 +153,37 @@ def _pickscore_meta(files: WorldFiles) -> dict:
     return json.loads((files.reward("tiny-pickscore") / tiny_pickscore.VOCAB).read_text())
 
 
+def measure(files: WorldFiles, p: pretrain.Preset, seeds: int) -> tuple[dict[str, str], Any, Any, dict]:
+    """One world's table rows, and its pipeline, fidelity scorer and preparation times (for --curve)."""
+    pipe, times = open_world(files, p)
+    scorer = fidelity.Fidelity(files.reward("fidelity")).load()
+    t = time.perf_counter()
+    images, prompts = sample_eval(pipe, seeds)
+    sample_s = time.perf_counter() - t
+    captions = [t for t in prompts for _ in range(seeds)]
+    ok = faithful(scorer, images, captions).view(len(prompts), seeds)
+    u = oracle.utility(images).view(len(prompts), seeds)
+    stats = _pair_stats(files)
+    manifest = json.loads(files.manifest.read_text())
+    rows = {
+        "world": files.folder.name,
+        "content id (sha256 of the file list)": prepare.content_id(files.folder),
+        **{k: f"{v:.0f} s" for k, v in times.items() if k != "total_s"},
+        "prepare total (pipeline + pairs + pickscore)": f"{(times['total_s'] + times['pairs_s'] + times['pickscore_s']) / 60:.1f} min",
+        "classifier accuracy (fresh renders)": f"{manifest['classifier_accuracy']:.3f}",
+        "autoencoder reconstruction fidelity (eval captions)": f"{vae_fidelity(pipe, scorer):.3f}",
+        "base fidelity, tiny-eval, seeds 0-1": f"{ok[:, :2].mean():.3f}",
+        f"base fidelity, tiny-eval, seeds 0-{seeds - 1}": f"{ok.mean():.3f}",
+        "base oracle mean": f"{u.mean():.3f}",
+        **({k: f"{v:.3f}" for k, v in headroom(u, ok).items()} if seeds > 8 else {}),
+        "annotator agreement (tiny-pickapic, non-tied)": f"{stats['agreement_with_oracle']:.3f}",
+        "annotator ties": f"{stats['ties']:.3f}",
+        "tiny-pickscore held-out accuracy": f"{_pickscore_meta(files)['heldout_accuracy']:.3f}",
+        f"eval sampling ({len(images)} images)": f"{sample_s:.0f} s",
+    }
+    return rows, pipe, scorer, times
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="default")
@@ -146,39 +191,21 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path(tempfile.gettempdir()) / "tiny-world-bench")
     ap.add_argument("--seeds", type=int, default=12, help="seeds per prompt (8 for best-of-8, the rest independent)")
     ap.add_argument("--curve", default="", help="denoiser step counts for a fidelity-against-minutes table")
+    ap.add_argument("--world", choices=("built", "shipped", "compare"), default="built",
+                    help="measure a world built here, the shipped one, or both side by side")
     args = ap.parse_args()
     torch.set_num_threads(2)
     p = _override(prepare.preset(args.preset), args.set)
-    files, pipe, times = build(args.results, p)
-    scorer = fidelity.Fidelity(files.reward("fidelity")).load()
-    t = time.perf_counter()
-    images, prompts = sample_eval(pipe, args.seeds)
-    sample_s = time.perf_counter() - t
-    captions = [t for t in prompts for _ in range(args.seeds)]
-    ok = faithful(scorer, images, captions).view(len(prompts), args.seeds)
-    u = oracle.utility(images).view(len(prompts), args.seeds)
-    stats = _pair_stats(files)
-    manifest = json.loads(files.manifest.read_text())
-    rows = {
-        "world": files.folder.name,
-        **{k: f"{v:.0f} s" for k, v in times.items() if k != "total_s"},
-        "prepare total (pipeline + pairs + pickscore)": f"{(times['total_s'] + times['pairs_s'] + times['pickscore_s']) / 60:.1f} min",
-        "classifier accuracy (fresh renders)": f"{manifest['classifier_accuracy']:.3f}",
-        "autoencoder reconstruction fidelity (eval captions)": f"{vae_fidelity(pipe, scorer):.3f}",
-        "base fidelity, tiny-eval, seeds 0-1": f"{ok[:, :2].mean():.3f}",
-        f"base fidelity, tiny-eval, seeds 0-{args.seeds - 1}": f"{ok.mean():.3f}",
-        "base oracle mean": f"{u.mean():.3f}",
-        **({k: f"{v:.3f}" for k, v in headroom(u, ok).items()} if args.seeds > 8 else {}),
-        "annotator agreement (tiny-pickapic, non-tied)": f"{stats['agreement_with_oracle']:.3f}",
-        "annotator ties": f"{stats['ties']:.3f}",
-        "tiny-pickscore held-out accuracy": f"{_pickscore_meta(files)['heldout_accuracy']:.3f}",
-        f"eval sampling ({len(images)} images)": f"{sample_s:.0f} s",
-    }
-    width = max(map(len, rows))
-    print(f"\n| {'measure':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
-    for k, v in rows.items():
-        print(f"| {k:<{width}} | {v} |")
+    worlds = {"shipped": lambda: shipped(p), "built": lambda: build(args.results, p)}
+    chosen = ["shipped", "built"] if args.world == "compare" else [args.world]
+    columns = {name: measure(worlds[name](), p, args.seeds) for name in chosen}
+    keys = list(dict.fromkeys(k for rows, *_ in columns.values() for k in rows))
+    width = max(map(len, keys))
+    print(f"\n| {'measure':<{width}} | {' | '.join(chosen)} |\n|{'-' * (width + 2)}|" + "---|" * len(chosen))
+    for k in keys:
+        print(f"| {k:<{width}} | " + " | ".join(columns[name][0].get(k, "—") for name in chosen) + " |")
     if args.curve:
+        _, pipe, scorer, times = columns[chosen[-1]]
         curve = fidelity_curve(pipe, p, [int(n) for n in args.curve.split(",")], scorer, args.seeds, times)
         print(f"\n| denoiser steps | denoiser s | prepare min | base fidelity, seeds 0-{args.seeds - 1} |")
         print("|---:|---:|---:|---:|")

@@ -28,6 +28,8 @@ def test_bench_run_trains_full_and_lora_then_samples_and_scores(layout, request,
                                       "--seeds", "0", "--rewards", "oracle", "--device", "cpu", "--db", str(db),
                                       *[x for s in sets for x in ("--set", s)]])
     assert result.exit_code == 0, result.output
+    assert "Loading pipeline components" not in result.output  # the harness's progress, not the libraries'
+    assert "Loading weights" not in result.output
 
     with duckdb.connect(str(db), read_only=True) as con:
         runs = dict(con.execute("SELECT method, status FROM runs").fetchall())

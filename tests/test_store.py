@@ -62,8 +62,10 @@ def test_unwritable_paths_raise_store_error_naming_the_path(tmp_path: Path):
 def test_a_file_that_is_not_duckdb_is_refused(tmp_path: Path):
     path = tmp_path / "bench.duckdb"
     path.write_text("hello" * 1000)
-    with pytest.raises(StoreError, match=r"bench\.duckdb.*not a valid DuckDB"):
-        Store(path)
+    for open_it in (Store.check_writable, Store.check_readable, Store, lambda p: Store(p, read_only=True)):
+        with pytest.raises(StoreError, match=r"bench\.duckdb is a file that is not a DuckDB database"):
+            open_it(path)  # read from its first bytes: a preflight refuses it before any work
+    assert path.read_text() == "hello" * 1000
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
@@ -207,16 +209,22 @@ def test_train_logs_of_many_steps_are_written_at_once_or_not_at_all(store: Store
     assert store.query("SELECT step, value FROM train_log ORDER BY step").values.tolist() == [[1, 0.7], [2, 0.6]]
 
 
-def test_missing_image_keys_keep_the_asked_order_and_redraw_deleted_files(store: Store):
+def test_missing_image_keys_keep_the_asked_order_and_redraw_deleted_or_damaged_files(store: Store):
+    import hashlib
+
     store.begin_run(_run("d", "dpo"))
     (store.root / "images" / "d").mkdir(parents=True)
-    for prompt_id in ("p0", "p1"):
-        store.add_images([_image("d", prompt_id, 0)])
+    for prompt_id in ("p0", "p1", "p3"):
+        store.add_images([{**_image("d", prompt_id, 0), "sha256": hashlib.sha256(b"png").hexdigest()}])
         (store.root / "images" / "d" / f"{prompt_id}_0.png").write_bytes(b"png")
     (store.root / "images" / "d" / "p1_0.png").unlink()
-    wanted = [("p2", 0), ("p1", 0), ("p0", 0), ("p0", 1)]
-    assert store.missing_image_keys("d", "s", wanted) == [("p2", 0), ("p1", 0), ("p0", 1)]
+    (store.root / "images" / "d" / "p3_0.png").write_bytes(b"pn")  # truncated: not the stored sha256
+    wanted = [("p2", 0), ("p1", 0), ("p0", 0), ("p0", 1), ("p3", 0)]
+    assert store.missing_image_keys("d", "s", wanted) == [("p2", 0), ("p1", 0), ("p0", 1), ("p3", 0)]
     assert store.missing_image_keys("d", "other-suite", wanted) == wanted
+    damaged = store.damaged_images()
+    assert dict(zip(damaged.prompt_id, damaged.problem)) == {
+        "p1": "missing", "p3": "sha256 differs from the one recorded when it was written (damaged or truncated)"}
 
 
 def test_a_run_records_the_content_of_its_suite(store: Store):

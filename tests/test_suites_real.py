@@ -114,3 +114,17 @@ def test_the_existing_suites_and_the_unknown_name_message(tmp_path: Path):
     assert [p.text for p in suites.load(str(user)).prompts] == ["a cat", "a dog"]
     with pytest.raises(suites.SuiteError, match="unknown suite 'nope'.*standard suites.*parti, pickapic-test"):
         suites.load("nope")
+
+
+def test_bench_list_suites_shows_every_suite_and_how_to_fetch_the_missing_ones(places):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    write_parti(places)
+    listed = dict(suites.catalogue())
+    assert set(listed) == {"tiny-eval", "tiny-train", "parti", "hpdv2", "pickapic-test", "drawbench"}
+    assert listed["parti"].startswith("PartiPrompts") and "4 prompts" in listed["parti"]
+    assert listed["hpdv2"].startswith("not on this machine") and "hf download zhwang/HPDv2" in listed["hpdv2"]
+    out = CliRunner().invoke(app, ["list", "suites"], terminal_width=200)
+    assert out.exit_code == 0 and "hf download zhwang/HPDv2 --repo-type dataset" in out.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import replace
 
 import pyarrow.parquet as pq
@@ -185,3 +186,41 @@ def test_tiny_pickapic_uses_the_pickapic_v2_schema(micro_world, tmp_path):
     assert prefdata.decode_image(pairs.images_w[0]).size == (32, 32)
     stats = json.loads(files.pair_stats.read_text())
     assert stats["pairs"] == 24 and 0 <= stats["agreement_with_oracle"] <= 1
+
+
+def test_the_default_world_is_shipped_verified_and_part_of_the_revision(tmp_path):
+    shipped = prepare.shipped_dir("default")
+    assert shipped is not None and prepare.verify(shipped) is None
+    assert prepare.world_dir(tmp_path, "default") == shipped  # every machine runs on these bytes
+    listed = json.loads(WorldFiles(shipped).manifest.read_text())["files"]
+    files = WorldFiles(shipped)
+    for part in (files.pipeline / "unet", files.reward("fidelity"), files.reward("tiny-pickscore"), files.pairs,
+                 files.pair_stats, files.captioned):
+        assert any(rel.startswith(str(part.relative_to(shipped))) for rel in listed), part
+    # Pinned: the shipped bytes change only by a deliberate edit here (and new run ids follow).
+    assert prepare.content_id(shipped) == "b5fa61316407"
+    assert prepare.revision("default") == "tiny-default@56fda5d012:b5fa61316407"
+    assert prepare.revision("micro") == "tiny-micro@ae697eedc3"  # not shipped: built on first use
+
+
+def test_a_damaged_shipped_world_is_an_error_naming_the_file(tmp_path, monkeypatch):
+    copy = tmp_path / "shipped" / prepare.shipped_dir("default").name
+    shutil.copytree(prepare.shipped_dir("default"), copy)
+    monkeypatch.setattr(prepare, "SHIPPED", tmp_path / "shipped")
+    weights = WorldFiles(copy).reward("fidelity") / "fidelity.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # same size, one byte changed
+    weights.write_bytes(bytes(data))
+    with pytest.raises(prepare.TinyWorldError, match=r"damaged \(checksum mismatch in rewards/fidelity/fidelity"):
+        prepare.ensure(tmp_path / "results", "default", log=lambda m: None)
+    assert not (tmp_path / "results").exists()  # never replaced by a local build
+
+
+def test_data_derived_after_a_build_joins_its_manifest(micro_world, tmp_path):
+    folder = tmp_path / micro_world.folder.name
+    shutil.copytree(micro_world.folder, folder)
+    path = data.ensure_captioned(WorldFiles(folder), per_caption=1)
+    listed = json.loads(WorldFiles(folder).manifest.read_text())["files"]
+    assert str(path.relative_to(folder)) in listed and prepare.verify(folder) is None
+    path.write_bytes(path.read_bytes()[:-5])
+    assert "checksum mismatch in captioned" in prepare.verify(folder)

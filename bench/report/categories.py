@@ -14,7 +14,6 @@ exclude 50% by chance, and no adjustment for the number of levels is made.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -47,8 +46,7 @@ def attributes(prompts: pd.DataFrame) -> dict[str, pd.Series]:
     ids = prompts["prompt_id"].to_numpy()
     candidates: list[tuple[str, list[str | None]]] = [("category", [c if isinstance(c, str) else None
                                                                     for c in prompts["category"].tolist()])]
-    metas = [json.loads(m) if isinstance(m, str) and m else {} for m in prompts["meta_json"].tolist()]
-    metas = [m if isinstance(m, dict) else {} for m in metas]
+    metas = [data.json_object(m) or {} for m in prompts["meta_json"].tolist()]  # not an object: data.anomalies
     for key in sorted({k for m in metas for k in m}):
         candidates.append((key, [_scalar(m.get(key)) for m in metas]))
     for name, levels in candidates:

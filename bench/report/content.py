@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from bench.report.document import Document
 from bench.report.fmt import SIG, ci, g, p_text, pct
+from bench.report.grids import damaged_notes
 from bench.report.stats import ALPHA
 
 Escape = Callable[[Any], str]
@@ -107,6 +108,7 @@ def statistics_notes(doc: Document, name: Escape = str) -> list[str]:
     if doc.missing_images:
         notes.append(f"{doc.missing_images} grid image(s) could not be shown (never generated, or the file is gone "
                      "from the results folder) and appear as a grey cross.")
+    notes += damaged_notes(doc.grids, name)  # image files not the bytes of their stored sha256
     return notes
 
 

@@ -12,6 +12,8 @@ view, whose ``win`` already counts in that direction.
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from typing import Any
 
 import pandas as pd
@@ -29,9 +31,10 @@ WITH agg AS (
            min({'d': p.gain, 's': p.seed}) FILTER (WHERE p.win IS NOT NULL) AS worst
     FROM images i JOIN scores s ON s.image_id = i.image_id
     LEFT JOIN (SELECT *, CASE WHEN higher_is_better THEN value - base_value ELSE base_value - value END AS gain
-               FROM pairs) p
+               FROM pairs WHERE isfinite(value) AND isfinite(base_value)) p
         ON p.image_id = i.image_id AND p.reward = s.reward AND p.reward_version = s.reward_version
-    WHERE ($suites IS NULL OR list_contains($suites, i.suite))
+    WHERE ($suites IS NULL OR list_contains($suites, i.suite)) AND isfinite(s.value)
+      AND i.run_id IN (SELECT run_id FROM runs)
     GROUP BY ALL
 )
 SELECT * EXCLUDE (best, worst), best.d AS best_gain, -best.s AS best_seed, worst.d AS worst_gain,
@@ -50,7 +53,7 @@ _HIST_SQL = """
 WITH v AS (
     SELECT i.suite, i.run_id, s.reward, s.reward_version, s.value
     FROM images i JOIN scores s ON s.image_id = i.image_id
-    WHERE list_contains($runs, i.run_id) AND list_contains($suites, i.suite)
+    WHERE list_contains($runs, i.run_id) AND list_contains($suites, i.suite) AND isfinite(s.value)
 ), edges AS (
     SELECT suite, reward, reward_version, min(value) AS lo, max(value) AS hi FROM v GROUP BY ALL
 )
@@ -72,10 +75,81 @@ SELECT prompt_id, seed, row_number() OVER (PARTITION BY category ORDER BY md5(pr
 FROM firsts ORDER BY turn, md5(prompt_id), prompt_id LIMIT $k
 """
 _CELLS_SQL = """
-SELECT i.run_id, i.prompt_id, i.prompt, i.seed, i.path, i.sha256, s.reward, s.reward_version, s.value
-FROM images i LEFT JOIN scores s ON s.image_id = i.image_id
+SELECT i.run_id, i.prompt_id, i.prompt, i.seed, i.path,
+       CASE WHEN regexp_full_match(i.sha256, '[0-9a-fA-F]{64}') THEN i.sha256 END AS sha256,
+       s.reward, s.reward_version, s.value
+FROM images i LEFT JOIN scores s ON s.image_id = i.image_id AND isfinite(s.value)
 WHERE i.suite = $suite AND list_contains($runs, i.run_id) AND list_contains($prompts, i.prompt_id)
 """
+_SUITES = "($suites IS NULL OR list_contains($suites, i.suite))"
+_NON_FINITE_SQL = f"""
+SELECT i.suite, i.run_id, s.reward, s.reward_version, count(*) AS n
+FROM scores s JOIN images i ON i.image_id = s.image_id
+WHERE NOT isfinite(s.value) AND {_SUITES} GROUP BY ALL ORDER BY ALL
+"""
+_ORPHAN_SCORES_SQL = """
+SELECT s.reward, s.reward_version, count(*) AS n FROM scores s ANTI JOIN images i ON i.image_id = s.image_id
+GROUP BY ALL ORDER BY ALL
+"""
+_ORPHAN_IMAGES_SQL = f"""
+SELECT i.suite, i.run_id, count(*) AS n FROM images i ANTI JOIN runs r ON r.run_id = i.run_id
+WHERE {_SUITES} GROUP BY ALL ORDER BY ALL
+"""
+_BAD_TIMES_SQL = """
+SELECT run_id, name FROM (UNPIVOT (SELECT run_id, train_s, sample_s, score_s FROM runs)
+                          ON train_s, sample_s, score_s INTO NAME name VALUE seconds)
+WHERE NOT isfinite(seconds) ORDER BY ALL
+"""
+
+
+def _n(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def anomalies(store: Store, suites: list[str] | None = None) -> list[str]:
+    """Rows the report leaves out or shows as missing, as sentences naming them (the store refuses them
+    on insertion, but SQL can write anything): non-finite scores, scores of unknown images, images of
+    unknown runs, non-finite run times, JSON columns that hold no object. Names are user data, for the
+    renderer to escape."""
+    out = []
+    for r in store.query_quietly(_NON_FINITE_SQL, {"suites": suites}).itertuples(index=False):
+        out.append(f"{_n(r.n, 'non-finite score')} (NaN or infinite) of reward {r.reward} ({r.reward_version}) "
+                   f"in run {r.run_id}, suite {r.suite}, {'was' if r.n == 1 else 'were'} left out")
+    for r in store.query_quietly(_ORPHAN_SCORES_SQL).itertuples(index=False):
+        out.append(f"{_n(r.n, 'score')} of reward {r.reward} ({r.reward_version}) of images that are not stored "
+                   f"{'was' if r.n == 1 else 'were'} left out")
+    for r in store.query_quietly(_ORPHAN_IMAGES_SQL, {"suites": suites}).itertuples(index=False):
+        out.append(f"{_n(r.n, 'image')} of suite {r.suite} of run {r.run_id}, which is not in the runs table, "
+                   f"{'was' if r.n == 1 else 'were'} left out")
+    for r in store.query_quietly(_BAD_TIMES_SQL).itertuples(index=False):
+        out.append(f"run {r.run_id} has a non-finite {r.name}; it shows as —")
+    for r in store.query("SELECT run_id, versions_json FROM runs WHERE versions_json IS NOT NULL "
+                         "ORDER BY run_id").itertuples(index=False):
+        if _not_object(r.versions_json):
+            out.append(f"run {r.run_id} has a versions_json that is not a JSON object; its library versions are "
+                       "not shown")
+    meta = store.query("SELECT suite, meta_json FROM prompts WHERE meta_json IS NOT NULL AND meta_json <> '' "
+                       "AND ($suites IS NULL OR list_contains($suites, suite))", {"suites": suites})
+    bad = Counter(suite for suite, m in zip(meta["suite"], meta["meta_json"]) if _not_object(m))
+    for suite, n in sorted(bad.items()):
+        out.append(f"{_n(int(n), 'prompt')} of suite {suite} {'has' if n == 1 else 'have'} a meta_json that is not "
+                   "a JSON object; left out of the attribute tables")
+    return out
+
+
+def _not_object(text: str) -> bool:
+    return text.strip() != "null" and json_object(text) is None
+
+
+def json_object(text: Any) -> dict | None:
+    """The dict a JSON column holds, or None where it holds NULL or anything else (``anomalies`` names it)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:  # JSONDecodeError, or a number too large
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _check_filter(store: Store, column: str, table: str, wanted: list[str] | None) -> None:

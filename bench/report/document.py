@@ -33,6 +33,7 @@ class Document:
     figures: dict[str, list[charts.Figure]] = field(default_factory=dict)  # suite -> charts
     grids: list[grids.Grid] = field(default_factory=list)
     missing_images: int = 0
+    warnings: list[str] = field(default_factory=list)  # rows left out or shown as missing (data.anomalies)
 
     def reward_name(self, key: str) -> str:
         """``reward (version)`` shortened to ``reward`` where the report holds one version of it."""
@@ -85,10 +86,11 @@ def assemble(
     ``rows_only``: the rows alone (what a CSV holds), skipping every summary.
     """
     data.check_filters(store, suites, methods)
+    warnings = data.anomalies(store, suites)
     prompts = data.per_prompt(store, suites)  # one scan of the scores, shared by rows, categories and grids
     rows = report_rows.build(store, suites=suites, methods=methods, n_boot=n_boot, seed=seed, prompts=prompts)
     if rows_only:
-        return Document(rows)
+        return Document(rows, warnings=warnings)
     shown = report_runs.shown(rows)
     directions = data.directions(store)
     doc = Document(
@@ -101,6 +103,7 @@ def assemble(
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         options={"suites": suites, "methods": methods, "n_boot": n_boot, "seed": seed},
         directions=directions,
+        warnings=warnings,
     )
     if assets_dir is not None and rows:
         _draw(store, doc, prompts, assets_dir)

@@ -14,7 +14,8 @@ Which (prompt, seed) pairs are shown, per suite and base run:
 
 Images are copied into the report's folder as thumbnails (at most ``THUMB_MAX`` pixels a side,
 named by their sha256) so the report is self-contained. An image whose file is missing or
-unreadable is drawn as a grey placeholder with a cross and counted, never an error.
+unreadable is drawn as a grey placeholder with a cross and counted, never an error. So is one whose
+file is not the bytes of its stored sha256 (damaged, truncated): ``damaged_notes`` names those.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -45,7 +46,8 @@ class Cell:
     src: str | None = None  # file name in the report's folder, set by materialise()
     width: int = 0
     height: int = 0
-    missing: bool = False
+    missing: bool = False  # shown as the placeholder: no file, an unreadable one, or a damaged one
+    damaged: str | None = None  # what is wrong with a file that is not the bytes of its stored sha256
 
 
 @dataclass
@@ -195,8 +197,22 @@ def _thumbnail(source: Path, sha256: str | None, folder: Path) -> tuple[str, int
     return name, thumb.width, thumb.height
 
 
+def _damage(source: Path, sha256: str | None) -> str | None:
+    """What is wrong with an image file that is readable but not the bytes of its stored sha256 (None when
+    it is, or is gone or unreadable, or was stored without a sha256): checked before a thumbnail of it,
+    new or from an earlier report, is shown."""
+    if not sha256:
+        return None
+    try:
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    except OSError:
+        return None  # gone or unreadable: the thumbnail fails and counts it as missing
+    return None if digest == sha256 else "sha256 differs from the one stored when it was written"
+
+
 def materialise(grids: list[Grid], folder: Path) -> int:
-    """Write every grid image (or the placeholder) into ``folder``; returns how many were missing."""
+    """Write every grid image (or the placeholder) into ``folder``; returns how many were missing (gone or
+    unreadable; a damaged one is shown as the placeholder too, but named by ``damaged_notes`` instead)."""
     folder.mkdir(parents=True, exist_ok=True)
     missing = 0
     for grid in grids:
@@ -204,10 +220,29 @@ def materialise(grids: list[Grid], folder: Path) -> int:
             try:
                 if cell.source is None:
                     raise FileNotFoundError
+                cell.damaged = _damage(cell.source, cell.sha256)
+                if cell.damaged is not None:
+                    raise ValueError(cell.damaged)
                 cell.src, cell.width, cell.height = _thumbnail(cell.source, cell.sha256, folder)
             except (OSError, ValueError):  # missing, unreadable or not an image (PIL raises OSError subclasses)
                 cell.src = PLACEHOLDER
                 cell.width, cell.height = _placeholder(folder)
                 cell.missing = True
-                missing += 1
+                missing += cell.damaged is None
     return missing
+
+
+def damaged_notes(grids: list[Grid], name: Callable[[Any], str] = str) -> list[str]:
+    """One line naming the damaged image files of the grids (none when there are none); ``name`` escapes
+    user data (run labels, prompt ids) for the renderer. Call after ``materialise``."""
+    seen: dict[Path, str] = {}
+    for grid in grids:
+        for cell in grid.cells:
+            if cell.damaged is not None and cell.source not in seen:
+                seen[cell.source] = (f"{name(cell.source)} ({name(cell.label)}, prompt {name(grid.prompt_id)}, "
+                                     f"seed {grid.seed})")
+    if not seen:
+        return []
+    return [f"{len(seen)} grid image file(s) are damaged: not the bytes whose sha256 was stored when they were "
+            f"written (changed or truncated since), so they appear as a grey cross: {'; '.join(seen.values())}. "
+            "Running bench run again with the same options draws them again; bench verify checks every file."]

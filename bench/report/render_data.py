@@ -11,9 +11,10 @@ from bench.report.rows import ROW_KEYS
 
 
 def render_json(doc: Document) -> str:
-    """{"rows", "provenance", "ranking", "categories", "costs", "labels", "generated_at"}, NaN refused."""
+    """{"rows", "provenance", "ranking", "categories", "costs", "labels", "generated_at", "warnings"}, NaN
+    refused (the rows hold none: ``data.anomalies`` names what was left out, in "warnings")."""
     body = {"rows": doc.rows, "provenance": doc.provenance, "ranking": doc.ranking, "categories": doc.categories,
-            "costs": doc.costs, "labels": doc.labels, "generated_at": doc.generated_at}
+            "costs": doc.costs, "labels": doc.labels, "generated_at": doc.generated_at, "warnings": doc.warnings}
     return json.dumps(body, indent=2, allow_nan=False) + "\n"
 
 

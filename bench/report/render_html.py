@@ -39,6 +39,7 @@ figure.grid table { margin: .3rem 0; } figure.grid td { text-align: center; }
 figure.grid img { image-rendering: pixelated; display: block; margin: 0 auto; }
 .prompt { font-style: italic; white-space: pre-wrap; }
 .missing { color: #b00020; }
+.warnings { border-left: 4px solid #b00020; padding: .2rem .8rem; background: #fff4f4; }
 details { margin: .5rem 0 1rem; } summary { cursor: pointer; font-weight: 600; }
 footer { margin-top: 2.5rem; border-top: 1px solid #ddd; font-size: .85rem; color: #444; }
 code { font-size: .85em; }
@@ -172,6 +173,9 @@ def render(doc: Document) -> str:
               f"<code>{e(doc.provenance['store'])}</code> · {len(doc.labels)} runs · suites: "
               f"{e(', '.join(suites) or 'none')}</p><nav>{''.join(nav)}</nav></header>")
     body = ["<main>"]
+    if doc.warnings:  # what the report left out, first: the numbers are not the whole store
+        body.append("<div class=warnings><strong>Warnings</strong><ul>"
+                    + "".join(f"<li>{e(w)}</li>" for w in doc.warnings) + "</ul></div>")
     if not doc.rows:
         body.append("<p>No scored images in the store for this selection.</p>")
     else:

@@ -95,11 +95,17 @@ def _costs(doc: Document) -> list[str]:
     return ["## Cost", "", content.COST_NOTE, ""] + table + [""]
 
 
+def _warnings(doc: Document) -> list[str]:
+    """What the report left out, first: a reader must not take the numbers for the whole store."""
+    return (["**Warnings**", ""] + [f"- ⚠ {md(w)}" for w in doc.warnings] + [""]) if doc.warnings else []
+
+
 def render(doc: Document) -> str:
     """The full Markdown report of a Document."""
     out = ["# diffusion-pref-bench report", "",
            f"Generated {doc.generated_at} from {md(doc.provenance['store'])} · {len(doc.labels)} runs · suites: "
            f"{', '.join(md(s) for s in doc.suites) or 'none'}", ""]
+    out += _warnings(doc)
     if not doc.rows:
         out += ["No scored images in the store for this selection.", "", "## Provenance", ""]
         return "\n".join(out + _provenance(doc.provenance)) + "\n"

@@ -30,8 +30,9 @@ ROW_KEYS = (
 
 
 def _opt(x: Any) -> float | None:
-    """A float for JSON and CSV, or None where the store holds NULL."""
-    return None if x is None or (isinstance(x, float) and np.isnan(x)) else float(x)
+    """A float for JSON and CSV, or None where the store holds NULL (or a non-finite number, which
+    ``data.anomalies`` names)."""
+    return None if x is None or not np.isfinite(x) else float(x)
 
 
 def _row(key: tuple, g: pd.DataFrame, run: dict[str, Any], jobs: list) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from bench.report import data
@@ -37,7 +36,7 @@ def provenance(store: Store, rows: list[dict[str, Any]] | None = None, *, n_boot
     for r in data.run_records(store):
         run_id, versions = r.pop("run_id"), r.pop("versions_json")
         if wanted is None or run_id in wanted:
-            r["versions"] = json.loads(versions) if isinstance(versions, str) else None
+            r["versions"] = data.json_object(versions)  # None where it is not an object: data.anomalies
             runs[run_id] = {k: (v if isinstance(v, (str, dict)) else None) for k, v in r.items()}  # NaN -> None
     return {
         "store": str(store.db_path),

@@ -119,7 +119,10 @@ def histograms(store: Store, rows: list[dict[str, Any]], bins: int = HIST_BINS) 
         counts = {}
         for run_id, gr in g.groupby("run_id", sort=True):
             c = np.zeros(bins, dtype=np.int64)
-            np.add.at(c, bins // 2 if point else gr["bin"].to_numpy(dtype=np.int64), gr["n"].to_numpy(dtype=np.int64))
+            # A point range puts every image in its middle bin. (A scalar index with an array of counts, as
+            # np.add.at(c, bins // 2, n) had it, is refused by numpy 2: every constant reward crashed md and html.)
+            where = np.full(len(gr), bins // 2) if point else gr["bin"].to_numpy(dtype=np.int64)
+            np.add.at(c, where, gr["n"].to_numpy(dtype=np.int64))
             counts[run_id] = c.tolist()
         out.append({"suite": suite, "reward": reward, "reward_version": version,
                     "edges": np.linspace(lo, hi, bins + 1).tolist(), "counts": counts})

@@ -7,6 +7,7 @@ reads offline. JSON and CSV are data only; CSV, being the rows alone, skips ever
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -29,6 +30,29 @@ FORMATS = {
 }
 
 
+def check_out(fmt: str, out: Path | None = None, reports_dir: Path = Path("reports")) -> Path:
+    """Where the report of ``fmt`` goes; ValueError, before any work, when it cannot be written there (the
+    path or its ``<name>_files/`` folder is a directory or a file in the way, or the folder is not writable).
+    Creates nothing."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown report format {fmt!r}; available: {', '.join(FORMATS)}")
+    path = Path(out) if out is not None else Path(reports_dir) / f"report.{fmt}"
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a directory; name the report file, e.g. {path / f'report.{fmt}'}")
+    if FORMATS[fmt].files and (path.parent / f"{path.stem}_files").exists() \
+            and not (path.parent / f"{path.stem}_files").is_dir():
+        raise ValueError(f"cannot write the report's figures to {path.parent / f'{path.stem}_files'}: a file is "
+                         "in the way")
+    existing = path.parent.absolute()
+    while not existing.exists() and existing != existing.parent:  # where a mkdir -p would start
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot write the report to {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"cannot write the report to {path}: permission denied")
+    return path
+
+
 def write(
     store: Store,
     fmt: str,
@@ -38,15 +62,19 @@ def write(
     methods: list[str] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[Path, str]:
-    """Render the report in ``fmt`` to ``out`` (default ``reports_dir/report.<fmt>``); returns (path, text)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown report format {fmt!r}; available: {', '.join(FORMATS)}")
+    """Render the report in ``fmt`` to ``out`` (default ``reports_dir/report.<fmt>``); returns (path, text).
+
+    ``warn`` is called with each row the report left out or shows as missing (``Document.warnings``).
+    """
+    path = check_out(fmt, out, reports_dir)
     spec = FORMATS[fmt]
-    path = Path(out) if out is not None else Path(reports_dir) / f"report.{fmt}"
     path.parent.mkdir(parents=True, exist_ok=True)
     assets = path.parent / f"{path.stem}_files" if spec.files else None
     doc = assemble(store, suites, methods, n_boot, seed, assets_dir=assets, rows_only=spec.rows_only)
+    for w in doc.warnings if warn is not None else ():
+        warn(w)
     text = spec.render(doc)
     path.write_text(text, encoding="utf-8")
     return path, text

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import prefdata
-from bench.tiny import world
+from bench.tiny import prepare, world
 from bench.tiny.annotator import Annotator, agreement
 from bench.tiny.files import WorldFiles
 from methods.core import diffusion
@@ -73,6 +73,7 @@ def ensure_pairs(files: WorldFiles, pipe, n_pairs: int, annotator: Annotator = A
              "seconds": time.perf_counter() - start}
     files.pair_stats.write_text(json.dumps(stats, indent=1))
     path.with_name(path.name + ".tmp").rename(path)
+    prepare.record(files.folder, [path, files.pair_stats])
     return path
 
 
@@ -86,6 +87,7 @@ def ensure_captioned(files: WorldFiles, per_caption: int = 16) -> Path:
     prefdata.write_captioned(path.with_name(path.name + ".tmp"), [train[i].text for i in idx],
                              diffusion.to_pil(images))
     path.with_name(path.name + ".tmp").rename(path)
+    prepare.record(files.folder, [path])
     return path
 
 
@@ -126,17 +128,19 @@ def ensure_pickscore(files: WorldFiles, pipe, n_pairs: int, steps: int, progress
         hold = list(range(n_hold))
         acc = float((scores(xw[:n_hold], hold) > scores(xl[:n_hold], hold)).double().mean())
     tiny_pickscore.save(net, vocab, out, heldout_accuracy=acc, train_s=time.perf_counter() - start)
+    prepare.record(files.folder, [out])
     return out
 
 
 def ensure_all(results_dir: Path, preset_name: str, progress: Progress | None = None,
-               log: Callable[[str], None] = print) -> Path:
+               log: Callable[[str], None] = print, rebuild: bool = False) -> Path:
     """The whole world: base pipeline and fidelity classifier, then tiny-pickapic, captioned images and
-    tiny-pickscore, so that a later ``bench run`` trains methods without building anything first."""
+    tiny-pickscore, so that a later ``bench run`` trains methods without building anything first. The
+    shipped world has them all; ``rebuild`` builds everything from scratch beside the results instead."""
     from bench import models
-    from bench.tiny import prepare
 
-    files = WorldFiles(prepare.ensure(results_dir, preset_name, progress, log))
+    build = prepare.rebuild if rebuild else prepare.ensure
+    files = WorldFiles(build(results_dir, preset_name, progress, log))
     p = prepare.preset(preset_name)
     pipe = models.load_pipeline(files.pipeline)
     ensure_pairs(files, pipe, p.n_pairs, progress=progress)

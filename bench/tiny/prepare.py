@@ -1,9 +1,18 @@
-"""``bench prepare tiny``: build (or find) the tiny world's base model and fidelity classifier.
+"""``bench prepare tiny``: find (or build) the tiny world's base model, rewards and data.
 
-The result is cached under ``<results>/models/tiny-<preset>-<hash>/`` where the hash covers the
-preset; a manifest lists the sha256 of every file, and a cache that fails the check is rebuilt,
-never used. Building happens in a temporary folder renamed into place at the end, so a killed
-build leaves nothing that looks finished.
+The default world is SHIPPED with the project (``bench/tiny/shipped/tiny-default-<hash>/``): the same
+bytes on every machine, so every machine benchmarks against the same base model, preference pairs and
+learned reward. Its manifest lists the sha256 of every file; it is verified before use, and a damaged
+one is an error, never silently replaced by a local build (a build differs per machine: its weights
+depend on the CPU's floating-point kernels). Its content fingerprint is part of every run's model
+revision. ``bench prepare tiny --rebuild`` builds it from scratch beside the results
+(``benchmarks/tiny_world.py --compare`` sets the two side by side).
+
+A preset that is not shipped (``tiny-micro``, or a changed preset) is built on first use under
+``<results>/models/tiny-<preset>-<hash>/`` where the hash covers the preset; a build that fails its
+manifest check is rebuilt, never used. Building happens in a temporary folder renamed into place at
+the end, so a killed build leaves nothing that looks finished. Data derived later (pairs, captioned
+images, tiny-pickscore) is added to the manifest as it is written.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from bench.tiny import pretrain, world
 from bench.tiny.files import WorldFiles
 from metrics import fidelity
 
+SHIPPED = Path(__file__).resolve().parent / "shipped"
 Progress = Callable[[str, int, int], None]
 
 
@@ -45,9 +55,38 @@ def preset_hash(p: pretrain.Preset) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def world_dir(results_dir: Path, name: str = "default") -> Path:
+def _folder_name(name: str) -> str:
     p = preset(name)
-    return results_dir / "models" / f"tiny-{p.name}-{preset_hash(p)}"
+    return f"tiny-{p.name}-{preset_hash(p)}"
+
+
+def shipped_dir(name: str) -> Path | None:
+    """The shipped world of preset ``name``, or None when the project ships none for it."""
+    folder = SHIPPED / _folder_name(name)
+    return folder if WorldFiles(folder).manifest.is_file() else None
+
+
+def built_dir(results_dir: Path, name: str = "default") -> Path:
+    """Where a world built on this machine lives (a preset that is not shipped, or ``--rebuild``)."""
+    return Path(results_dir) / "models" / _folder_name(name)
+
+
+def world_dir(results_dir: Path, name: str = "default") -> Path:
+    """The world runs use: the shipped one where there is one, else this results folder's build."""
+    return shipped_dir(name) or built_dir(results_dir, name)
+
+
+def content_id(folder: Path) -> str:
+    """A fingerprint of a world's bytes: the hash of its manifest's file list (names and sha256)."""
+    files = json.loads(WorldFiles(folder).manifest.read_text())["files"]
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def revision(name: str) -> str:
+    """The model revision of a tiny preset: its hash, and the shipped world's content where it ships."""
+    shipped = shipped_dir(name)
+    base = f"tiny-{name}@{preset_hash(preset(name))}"
+    return f"{base}:{content_id(shipped)}" if shipped else base
 
 
 def world_files(results_dir: Path, name: str = "default") -> WorldFiles:
@@ -88,8 +127,16 @@ def verify(folder: Path) -> str | None:
 
 def ensure(results_dir: Path, name: str = "default", progress: Progress | None = None,
            log: Callable[[str], None] = print) -> Path:
-    """The tiny world folder for preset ``name``, built first if missing or corrupted."""
-    folder = world_dir(results_dir, name)
+    """The tiny world folder for preset ``name``: the shipped one, verified; else built first if missing or
+    corrupted. Raises TinyWorldError naming the file when the shipped world is damaged."""
+    shipped = shipped_dir(name)
+    if shipped is not None:
+        problem = verify(shipped)
+        if problem is not None:
+            raise TinyWorldError(f"the shipped tiny world {shipped} is damaged ({problem}): restore it "
+                                 f"(git checkout -- {shipped}) or reinstall the project")
+        return shipped
+    folder = built_dir(results_dir, name)
     if folder.exists():
         problem = verify(folder)
         if problem is None:
@@ -98,6 +145,35 @@ def ensure(results_dir: Path, name: str = "default", progress: Progress | None =
         shutil.rmtree(folder)
     build(folder, preset(name), progress or (lambda *a: None), log)
     return folder
+
+
+def rebuild(results_dir: Path, name: str = "default", progress: Progress | None = None,
+            log: Callable[[str], None] = print) -> Path:
+    """Build preset ``name`` from scratch into ``built_dir`` (replacing an earlier build); runs keep using
+    the shipped world where there is one."""
+    folder = built_dir(results_dir, name)
+    shutil.rmtree(folder, ignore_errors=True)
+    build(folder, preset(name), progress or (lambda *a: None), log)
+    return folder
+
+
+def record(folder: Path, paths: list[Path]) -> None:
+    """Add files written into a built world after its build (derived data) to its manifest, so that they
+    are verified like the rest. Files already listed keep their recorded sha256; a folder without a
+    manifest is not a world and is left alone."""
+    manifest = WorldFiles(folder).manifest
+    if not manifest.is_file():
+        return  # not a world (a test's bare folder): nothing to keep in step
+    info = json.loads(manifest.read_text())
+    new = {str(f.relative_to(folder)): f for path in paths
+           for f in (sorted(path.rglob("*")) if path.is_dir() else [path])
+           if f.is_file() and str(f.relative_to(folder)) not in info["files"]}
+    if not new:
+        return
+    info["files"].update({rel: _sha256(f) for rel, f in new.items()})
+    tmp = manifest.with_name(manifest.name + ".tmp")
+    tmp.write_text(json.dumps(info, indent=1))
+    tmp.replace(manifest)
 
 
 def build(folder: Path, p: pretrain.Preset, progress: Progress, log: Callable[[str], None]) -> None:
