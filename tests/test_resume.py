@@ -66,3 +66,43 @@ def test_sigkill_at_several_points_then_resume_matches_uninterrupted(tmp_path, b
     assert got["scores"] == want["scores"]
     assert [r[1:] for r in got["runs"]] == [r[1:] for r in want["runs"]]
     assert not list(db.parent.rglob("*.tmp")), "a temporary file survived the resumed run"
+
+
+@pytest.mark.slow
+def test_sigkill_at_ten_random_points_then_resume_matches_uninterrupted(tmp_path, built_micro_world):
+    """Three methods; ten kills at seeded random moments (training, sampling, scoring, start-up alike)."""
+    import random
+    import time
+
+    args = ["--model", "tiny-micro", "--methods", "dpo,npo,sdpo", "--seeds", "0-1", "--set", "sampler.steps=2",
+            *[x for m in ("dpo", "npo", "sdpo") for x in ("--set", f"{m}.steps=6")]]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def bench(db: Path) -> list[str]:
+        return [sys.executable, "-m", "bench", "run", "--db", str(db), *args]
+
+    reference = tmp_path / "reference" / "bench.duckdb"
+    _world(reference.parent, built_micro_world)
+    start = time.monotonic()
+    subprocess.run(bench(reference), check=True, env=env, capture_output=True)
+    whole = time.monotonic() - start
+
+    db = tmp_path / "killed" / "bench.duckdb"
+    _world(db.parent, built_micro_world)
+    rng = random.Random(20261206)
+    kills = 0
+    while kills < 10:
+        proc = subprocess.Popen(bench(db), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.monotonic() + rng.uniform(0.5, whole / 8)  # start-up included: ten kills fit in one run
+        if not kill_when(proc, lambda: time.monotonic() >= deadline):
+            break  # it finished: the remaining points fell after the end
+        kills += 1
+    assert kills == 10, f"only {kills} of 10 kills landed before the run finished"
+    done = subprocess.run(bench(db), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    got, want = store_rows(db), store_rows(reference)
+    for table in want:
+        assert got[table] == want[table], table  # the same rows: ids, image sha256s, scores, train logs
+    assert not list(db.parent.rglob("*.tmp")), "a temporary file survived the resumed run"

@@ -27,6 +27,7 @@ from typing import Callable
 
 import torch
 
+from bench.integrity import sha256_file
 from bench.tiny import pretrain, world
 from bench.tiny.files import WorldFiles
 from metrics import fidelity
@@ -94,14 +95,6 @@ def world_files(results_dir: Path, name: str = "default") -> WorldFiles:
     return WorldFiles(world_dir(results_dir, name))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _files(folder: Path) -> list[Path]:
     manifest = WorldFiles(folder).manifest
     return sorted(f for f in folder.rglob("*") if f.is_file() and f != manifest)
@@ -120,7 +113,7 @@ def verify(folder: Path) -> str | None:
         f = folder / rel
         if not f.is_file():
             return f"missing file {rel}"
-        if _sha256(f) != digest:
+        if sha256_file(f) != digest:
             return f"checksum mismatch in {rel}"
     return None
 
@@ -170,7 +163,7 @@ def record(folder: Path, paths: list[Path]) -> None:
            if f.is_file() and str(f.relative_to(folder)) not in info["files"]}
     if not new:
         return
-    info["files"].update({rel: _sha256(f) for rel, f in new.items()})
+    info["files"].update({rel: sha256_file(f) for rel, f in new.items()})
     tmp = manifest.with_name(manifest.name + ".tmp")
     tmp.write_text(json.dumps(info, indent=1))
     tmp.replace(manifest)
@@ -209,7 +202,7 @@ def build(folder: Path, p: pretrain.Preset, progress: Progress, log: Callable[[s
     save_pipeline(files.pipeline, unet, vae, text_encoder, tokenizer)
     shutil.rmtree(tmp / "tokenizer-src")
     times["total_s"] = time.perf_counter() - start
-    digests = {str(f.relative_to(tmp)): _sha256(f) for f in _files(tmp)}
+    digests = {str(f.relative_to(tmp)): sha256_file(f) for f in _files(tmp)}
     info = {"preset": dataclasses.asdict(p), "classifier_accuracy": accuracy, "times": times, "files": digests,
             "versions": {"torch": torch.__version__}}
     files.manifest.write_text(json.dumps(info, indent=1))
