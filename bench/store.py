@@ -346,8 +346,9 @@ class Store:
         """The (prompt_id, seed) keys of ``wanted``, in order, that this run has no intact image for: no row, or
         a row whose file was deleted or is not the bytes of its stored sha256, damaged or truncated (drawn
         again: same key, same pixels, same file name)."""
-        bad = self.damaged_images(run_id, suite)
-        have = self.existing_image_keys(run_id, suite) - {(p, int(s)) for p, s in zip(bad["prompt_id"], bad["seed"])}
+        rows = self._checked_images(run_id, suite)
+        have = {(p, int(s)) for p, s, problem in zip(rows["prompt_id"], rows["seed"], rows["problem"])
+                if problem is None}
         return [key for key in wanted if key not in have]
 
     def add_run_suite(self, run_id: str, suite: str, suite_sha256: str) -> None:
@@ -466,6 +467,11 @@ class Store:
         """Stored images (of one run and suite, or all) whose file is gone or is not the bytes whose sha256
         was stored when it was written (damaged, truncated): image_id, run_id, suite, prompt_id, seed, path
         (relative), sha256 and ``problem``. A row stored without a sha256 is checked for its file only."""
+        frame = self._checked_images(run_id, suite)
+        return frame[frame["problem"].notna()].reset_index(drop=True)
+
+    def _checked_images(self, run_id: str | None, suite: str | None) -> pd.DataFrame:
+        """The image rows of ``damaged_images``, every one, with ``problem`` None where the file is intact."""
         where = [(col, value) for col, value in (("run_id", run_id), ("suite", suite)) if value is not None]
         frame = self.query("SELECT image_id, run_id, suite, prompt_id, seed, path, sha256 FROM images"
                            + (" WHERE " + " AND ".join(f"{col} = ?" for col, _ in where) if where else "")
@@ -474,8 +480,9 @@ class Store:
         for path, sha in zip(frame["path"], frame["sha256"]):
             if (path, sha) not in checked:
                 checked[(path, sha)] = self.image_file_problem(path, sha)
-        frame["problem"] = [checked[(path, sha)] for path, sha in zip(frame["path"], frame["sha256"])]
-        return frame[frame["problem"].notna()].reset_index(drop=True)
+        frame["problem"] = pd.Series([checked[(path, sha)] for path, sha in zip(frame["path"], frame["sha256"])],
+                                     index=frame.index, dtype=object)
+        return frame
 
     def image_file_problem(self, path: str, sha256: str | None) -> str | None:
         """None when the image file at ``path`` (relative to the store folder) is the one whose sha256 was
