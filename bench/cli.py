@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 a failure during work (the failing run is recorded in t
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,6 +21,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                   help="diffusion-pref-bench: compare preference-alignment methods for text-to-image diffusion.")
 console = Console(stderr=True)
 DEFAULT_DB = Path("results/bench.duckdb")
+MIN_RESAMPLES, MAX_RESAMPLES = 1000, 100_000  # fewer: a too-coarse 95% percentile; more: minutes for no gain
 
 
 def _fail_usage(e: Exception) -> None:
@@ -44,6 +46,21 @@ def _progress() -> Progress:
                     console=console, transient=False)
 
 
+def _run_counts(runs: list) -> str:
+    """'base x2, dpo x3, npo': each method once, with its number of runs (replicates, matched bases)."""
+    counts = Counter(r.method for r in runs)
+    return ", ".join(m + (f" x{n}" if n > 1 else "") for m, n in counts.items())
+
+
+def _seed_text(seeds: list[int]) -> str:
+    """'seeds 0-1' for a range, 'seeds 0, 2, 5' for a few, 'N seeds from a to b' for many."""
+    if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2:
+        return f"seeds {seeds[0]}-{seeds[-1]} ({len(seeds)})"
+    if len(seeds) <= 8:
+        return "seeds " + ", ".join(map(str, seeds))
+    return f"{len(seeds)} seeds from {seeds[0]} to {seeds[-1]}"
+
+
 @app.command()
 def run(
     methods: Annotated[Optional[str], typer.Option(help="Comma-separated method ids (default: all).")] = None,
@@ -53,6 +70,9 @@ def run(
     suite: Annotated[str, typer.Option(help="Prompt suite name or a .txt/.csv/.jsonl file.")] = "tiny-eval",
     seeds: Annotated[str, typer.Option(help="Seeds per prompt, e.g. 0-3 or 0,2,5; at most 10,000 seeds, "
                                        "each from 0 to 2147483647 (2**31 - 1).")] = "0-1",
+    train_seeds: Annotated[Optional[str], typer.Option(help="Train each trained method once per seed, e.g. 0-2: "
+                                                       "replicates whose spread the report's intervals include "
+                                                       "(default: once, with the method's seed setting).")] = None,
     rewards: Annotated[Optional[str], typer.Option(help="Comma-separated reward ids (default: per model).")] = None,
     db: Annotated[Path, typer.Option(help="DuckDB file; images and checkpoints go beside it.")] = DEFAULT_DB,
     set_: Annotated[list[str], typer.Option("--set", help="Override a setting: method.field=value, "
@@ -81,13 +101,13 @@ def run(
             raise UsageError("--processes starts its own launch; under `accelerate launch` leave it out")
         planning.check_device(device, processes)
         the_plan = planning.make_plan(methods, model, suite, seeds, rewards, db, parse_sets(set_), device, vae,
-                                       precision)
+                                       precision, train_seeds)
         planning.preflight(the_plan)
     except (UsageError, KeyError) as e:
         _fail_usage(UsageError(escape(str(e))))  # names are user data: "[/x]" is not rich markup
     if processes > 1:  # checked here, run by the launched processes (whose main one reports)
         args = [*(["--methods", methods] if methods else []), "--model", model, *(["--vae", vae] if vae else []),
-                "--suite", suite, "--seeds", seeds,
+                "--suite", suite, "--seeds", seeds, *(["--train-seeds", train_seeds] if train_seeds else []),
                 *(["--rewards", rewards] if rewards else []), "--db", str(db), "--device", device,
                 "--precision", precision,
                 *(a for s in set_ for a in ("--set", s))]
@@ -97,9 +117,9 @@ def run(
         raise typer.Exit(runner.execute(the_plan, lambda *a: None, lambda msg: None, procs))
     for note in the_plan.notes:
         console.print(f"note: {note}", markup=False)
-    console.print(f"plan: {len(the_plan.runs)} runs ({', '.join(r.method for r in the_plan.runs)}) on "
+    console.print(f"plan: {len(the_plan.runs)} runs ({_run_counts(the_plan.runs)}) on "
                   f"{the_plan.model.name}, suite {the_plan.suite.name} ({len(the_plan.suite.prompts)} "
-                  f"prompts) x seeds {the_plan.seeds}, rewards {', '.join(the_plan.rewards)}, device {device}"
+                  f"prompts) x {_seed_text(the_plan.seeds)}, rewards {', '.join(the_plan.rewards)}, device {device}"
                   + (f", {procs.world} processes" if procs.world > 1 else ""), markup=False)
     with _progress() as progress:
         def log(message: str) -> None:
@@ -141,12 +161,12 @@ def report(
             raise UsageError(f"--format takes one of {', '.join(FORMATS)}, got {format!r}")
         if not db.exists():
             raise UsageError(f"no results store at {db}; run `bench run` first or pass --db")
-        if resamples < 1000:
-            raise UsageError("--resamples must be at least 1000")
-        suites = [x.strip() for x in suite.split(",") if x.strip()] or None if suite else None
-        method_list = [x.strip() for x in methods.split(",") if x.strip()] or None if methods else None
+        if not MIN_RESAMPLES <= resamples <= MAX_RESAMPLES:
+            raise UsageError(f"--resamples must be from {MIN_RESAMPLES:,} to {MAX_RESAMPLES:,}, got {resamples:,}")
         check_out(format, out)
         store = Store(db, read_only=True)  # a report only reads: a read-only file or folder is fine
+        suites = _names(suite, store.query("SELECT DISTINCT suite FROM images")["suite"])
+        method_list = _names(methods, store.query("SELECT DISTINCT method FROM runs")["method"])
         check_filters(store, suites, method_list)
     except (UsageError, ValueError) as e:  # StoreError, or an unknown suite or method: names what is stored
         _fail_usage(UsageError(escape(str(e))))  # names are user data: "[/x]" is not rich markup
@@ -159,6 +179,16 @@ def report(
     if format != "html":  # a page of markup is no use on a terminal
         typer.echo(text)
     console.print(f"written to {path}", markup=False, highlight=False)
+
+
+def _names(text: str | None, stored) -> list[str] | None:
+    """A --suite or --methods filter: the one stored name it spells (a suite file's name may hold a comma),
+    else its comma-separated names; None for no filter."""
+    if text is None:
+        return None
+    if text in set(stored):
+        return [text]
+    return [x.strip() for x in text.split(",") if x.strip()] or None
 
 
 @app.command("list")

@@ -28,17 +28,17 @@ MAX_SEEDS = 10_000  # seeds per run: each is an image per prompt and method, and
 MAX_SEED = 2**31 - 1  # the largest seed: images.seed is a 32-bit INTEGER column
 
 
-def _seed_limits(text: str, n: int, hi: int) -> None:
+def _seed_limits(text: str, n: int, hi: int, flag: str, max_n: int) -> None:
     """Refuse ``n`` seeds up to ``hi`` before anything is expanded."""
     if hi > MAX_SEED:
-        raise UsageError(f"--seeds {text!r}: seed {hi} is too large; seeds go up to {MAX_SEED} (2**31 - 1)")
-    if n > MAX_SEEDS:
-        raise UsageError(f"--seeds {text!r} asks for {n:,} seeds; at most {MAX_SEEDS:,} per run")
+        raise UsageError(f"{flag} {text!r}: seed {hi} is too large; seeds go up to {MAX_SEED} (2**31 - 1)")
+    if n > max_n:
+        raise UsageError(f"{flag} {text!r} asks for {n:,} seeds; at most {max_n:,} per run")
 
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str, flag: str = "--seeds", max_n: int = MAX_SEEDS) -> list[int]:
     """'0-3' -> [0, 1, 2, 3]; '0,2,5' -> [0, 2, 5]; '1' -> [1]. Sorted, unique, non-negative, at most
-    ``MAX_SEEDS`` of them, none above ``MAX_SEED``."""
+    ``max_n`` of them, none above ``MAX_SEED``; errors name ``flag``."""
     seeds: set[int] = set()
     for part in text.split(","):
         part = part.strip()
@@ -50,12 +50,12 @@ def parse_seeds(text: str) -> list[int]:
             else:
                 lo = hi = int(part)
         except ValueError:
-            raise UsageError(f"malformed --seeds {text!r}: expected e.g. '0-3', '0,2,5' or '7'") from None
-        _seed_limits(text, hi - lo + 1, hi)  # before the range is expanded: '0-100000000' is 10^8 ints
+            raise UsageError(f"malformed {flag} {text!r}: expected e.g. '0-3', '0,2,5' or '7'") from None
+        _seed_limits(text, hi - lo + 1, hi, flag, max_n)  # before the range is expanded: '0-100000000' is 10^8 ints
         seeds.update(range(lo, hi + 1))
-        _seed_limits(text, len(seeds), hi)
+        _seed_limits(text, len(seeds), hi, flag, max_n)
     if not seeds or min(seeds) < 0:
-        raise UsageError(f"malformed --seeds {text!r}: seeds must be non-negative integers")
+        raise UsageError(f"malformed {flag} {text!r}: seeds must be non-negative integers")
     return sorted(seeds)
 
 
@@ -95,7 +95,10 @@ def _coerce(value: str, kind: Any, where: str) -> Any:
                 return False
             raise ValueError
         if kind is int:
-            return int(value)
+            number = int(value)
+            if not -2**63 <= number < 2**63:  # what torch (seeds, sizes) and the store (BIGINT) hold
+                raise UsageError(f"--set {where}={value!r}: out of range; integers go from -2**63 to 2**63 - 1")
+            return number
         if kind is float:
             number = float(value)
             if not math.isfinite(number):  # nan compares false with every bound a validate() checks

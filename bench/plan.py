@@ -48,12 +48,22 @@ class RunSpec:
     sampler_key: str
     sample: bool = True  # False for a method run only to train what another one stacks on
     precision: str = "fp32"  # models.PRECISIONS key: the dtype the pipeline runs and autocast computes in
+    train_seed: int | None = None  # a trained run's training seed (its config's ``seed``); None: trains nothing
+    arm: str = ""  # runs that differ only in training seed share it (replicates); a lone run: its run_id
+    parent_runs: tuple[tuple[str, str], ...] = ()  # (method, run_id) of the runs it stacks on, same train seed
+    reward_relations: tuple[tuple[str, str, str], ...] = ()  # (reward, relation, reason): not held out from it
 
     @property
     def config(self) -> dict[str, Any]:
         return {"method": self.method, "method_config": dataclasses.asdict(self.cfg), "model": self.model.name,
                 "model_revision": self.model_revision, "sampler": dataclasses.asdict(self.sampler),
                 **_precision_key(self.precision)}
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The sampler settings its images are drawn under; a method run is compared with a base run drawn
+        under the same ones."""
+        return sampler_settings(self.cfg, self.sampler)
 
     @property
     def config_json(self) -> str:
@@ -147,27 +157,50 @@ def _model_revision(spec: models.ModelSpec) -> str:
     return models.revision(spec)
 
 
+def sampler_settings(cfg: MethodConfig, sampler: SamplerConfig) -> dict[str, Any]:
+    """What a comparison with base must hold fixed: guidance scale, scheduler and steps (the resolution is
+    the model's)."""
+    return {"guidance_scale": cfg.guidance_scale, **sampler.key_fields()}
+
+
+def describe_settings(settings: dict[str, Any]) -> str:
+    """'guidance 8.5, ddim, 20 steps'."""
+    return f"guidance {settings['guidance_scale']:g}, {settings['name']}, {settings['steps']} steps"
+
+
 def method_spec(method_id: str, cfg: MethodConfig, model: models.ModelSpec, revision: str,
-                sampler: SamplerConfig, sample: bool = True, parents: dict[str, str] | None = None,
+                sampler: SamplerConfig, sample: bool = True, parents: dict[str, RunSpec] | None = None,
                 precision: str = "fp32") -> RunSpec:
+    """The run of ``method_id`` with ``cfg``; ``parents``: the runs it stacks on (method -> spec)."""
     cls = METHODS.get(method_id)
+    parents = parents or {}
+    parent_hashes = {m: p.artifact_hash for m, p in parents.items()}
     identity = {"method": method_id, "cfg": dataclasses.asdict(cfg), "model": revision,
-                "sampler": sampler.key_fields(), "parents": parents or {}, **_precision_key(precision)}
-    train_parents = (parents or {}) if cls.trains_on_parents else {}
+                "sampler": sampler.key_fields(), "parents": parent_hashes, **_precision_key(precision)}
+    train_parents = parent_hashes if cls.trains_on_parents else {}
     train_identity = {"method": method_id, "train": cfg.train_fields(), "model": revision, "parents": train_parents,
                       **_precision_key(precision)}
     model_short = model.name if model.tiny_preset or "/" not in model.name else model.name.split("/")[-1]
-    return RunSpec(method_id, cls, cfg, model, revision, sampler,
-                   run_id=f"{method_id}-{Path(model_short).name}-{config_hash(identity)[:8]}",
+    run_id = f"{method_id}-{Path(model_short).name}-{config_hash(identity)[:8]}"
+    train_seed = int(cfg.seed) if cls.trains and hasattr(cfg, "seed") else None
+    arm = run_id
+    if train_seed is not None:  # the identity without the training seed, stacked on the parents' arms
+        arm_identity = {**identity, "cfg": {k: v for k, v in identity["cfg"].items() if k != "seed"},
+                        "parents": {m: p.arm for m, p in parents.items()}}
+        arm = f"{method_id}-{Path(model_short).name}-arm-{config_hash(arm_identity)[:8]}"
+    settings = sampler_settings(cfg, sampler)
+    return RunSpec(method_id, cls, cfg, model, revision, sampler, run_id=run_id,
                    artifact_hash=config_hash(train_identity),
-                   sampler_key=config_hash([revision, sampler.key_fields(), *_precision_key(precision).values()]),
-                   sample=sample, precision=precision)
+                   sampler_key=config_hash([revision, settings, *_precision_key(precision).values()]),
+                   sample=sample, precision=precision, train_seed=train_seed, arm=arm,
+                   parent_runs=tuple(sorted((m, p.run_id) for m, p in parents.items())))
 
 
 def make_plan(method_names: str | None, model: str, suite: str, seeds: str, rewards: str | None, db: Path,
               sets: dict[str, dict[str, str]], device: str = "cpu", vae: str | None = None,
-              precision: str = "auto") -> Plan:
+              precision: str = "auto", train_seeds: str | None = None) -> Plan:
     seed_list = parse_seeds(seeds)
+    replicate_seeds = parse_seeds(train_seeds, "--train-seeds", MAX_TRAIN_SEEDS) if train_seeds else None
     chosen = parse_list(method_names, METHODS.available(), "methods") or METHODS.available()
     try:
         spec = models.resolve(model, vae)
@@ -191,29 +224,87 @@ def make_plan(method_names: str | None, model: str, suite: str, seeds: str, rewa
         chosen = ["base", *chosen]
         notes.append("added 'base': every method is compared with it on the same prompts and seeds")
 
-    specs: dict[str, RunSpec] = {}
+    specs: dict[tuple[str, int | None], RunSpec] = {}
 
-    def add(mid: str, sample: bool, stack: tuple[str, ...] = ()) -> RunSpec:
+    def add(mid: str, seed: int | None, stack: tuple[str, ...] = ()) -> RunSpec:
+        """The run of ``mid`` trained with ``seed`` (None: its config's), with the runs it stacks on."""
         if mid in stack:
             raise UsageError(f"method stacking forms a cycle: {' -> '.join((*stack, mid))}")
-        if mid in specs:
-            return specs[mid]
         cls = METHODS.get(mid)
+        key = (mid, seed if cls.trains else None)
+        if key in specs:
+            return specs[key]
         cfg = build_config(cls.Config, cls.defaults.get(spec.family, {}), sets.get(mid, {}), mid)
+        if key[1] is not None:
+            cfg = _with_train_seed(mid, cfg, key[1], sets.get(mid, {}))
         parents = {}
         for need in cls(cfg).requires():
             if need not in METHODS.available():
                 raise UsageError(f"{mid} stacks on unknown method {need!r}; available: {', '.join(METHODS.available())}")
-            parents[need] = add(need, sample=need in chosen, stack=(*stack, mid)).artifact_hash
-        specs[mid] = method_spec(mid, cfg, spec, revision, sampler, sample, parents, precision)
-        return specs[mid]
+            parents[need] = add(need, seed, stack=(*stack, mid))
+        specs[key] = method_spec(mid, cfg, spec, revision, sampler, mid in chosen, parents, precision)
+        return specs[key]
 
     for mid in chosen:
-        add(mid, sample=True)
-    for mid in specs:  # a dependency that was also asked for is sampled
-        if mid in chosen and not specs[mid].sample:
-            specs[mid] = dataclasses.replace(specs[mid], sample=True)
-    return Plan(spec, list(specs.values()), suite_obj, seed_list, reward_list, Path(db), data, device, notes, precision)
+        for seed in replicate_seeds or [None]:
+            add(mid, seed)
+    runs = _with_matched_bases(list(specs.values()), spec, revision, sampler, precision, sets, notes)
+    runs = [dataclasses.replace(r, reward_relations=_reward_relations(r, runs, spec, reward_list)) for r in runs]
+    return Plan(spec, runs, suite_obj, seed_list, reward_list, Path(db), data, device, notes, precision)
+
+
+MAX_TRAIN_SEEDS = 100  # replicates per method: each is a whole training run
+
+
+def _with_train_seed(mid: str, cfg: MethodConfig, seed: int, sets: dict[str, str]) -> MethodConfig:
+    if not hasattr(cfg, "seed"):
+        raise UsageError(f"--train-seeds: {mid} trains without a seed setting; it cannot be replicated")
+    if "seed" in sets:
+        raise UsageError(f"--train-seeds and --set {mid}.seed both set {mid}'s training seed; use one")
+    return dataclasses.replace(cfg, seed=seed)
+
+
+def _with_matched_bases(runs: list[RunSpec], model: models.ModelSpec, revision: str, sampler: SamplerConfig,
+                        precision: str, sets: dict[str, dict[str, str]], notes: list[str]) -> list[RunSpec]:
+    """Add a base run under each sampler setting a sampled method run uses and no base run does (sdpo's
+    guidance 8.5 on sd15, a --set that changes a method's guidance): each comparison is like for like."""
+    base_keys = {r.sampler_key for r in runs if r.method == "base"}
+    added: list[RunSpec] = []
+    for r in runs:
+        if not r.sample or r.sampler_key in base_keys:
+            continue
+        cls = METHODS.get("base")
+        cfg = build_config(cls.Config, cls.defaults.get(model.family, {}), sets.get("base", {}), "base")
+        cfg = dataclasses.replace(cfg, guidance_scale=r.cfg.guidance_scale)
+        control = method_spec("base", cfg, model, revision, sampler, True, None, precision)
+        base_keys.add(control.sampler_key)
+        added.append(control)
+        notes.append(f"added a base run at {describe_settings(control.settings)} ({control.run_id}): {r.method} "
+                     "samples under these settings, and is compared with base under the same ones")
+    return runs + added
+
+
+def _reward_relations(run: RunSpec, runs: list[RunSpec], model: models.ModelSpec,
+                      rewards: list[str]) -> tuple[tuple[str, str, str], ...]:
+    """The rewards ``run`` is not held out from: the in-loop reward it optimised (trained-on), rewards learned
+    from the preference labels it trained on (same-data), and those of the runs it stacks on."""
+    out: dict[str, tuple[str, str]] = {}
+    if run.cls.trains:
+        needs = run.cls(run.cfg).needs()
+        source = "tiny-pickapic" if model.tiny_preset else "pickapic-v2"  # what PAIRS are (bench/training.py)
+        if PAIRS in needs:
+            for rid in rewards:
+                if REWARDS.get(rid).learned_from == source:
+                    out[rid] = ("same-data", f"learned from {source}, whose preference labels {run.method} trained on")
+        if REWARD in needs:
+            loop = model.defaults.loop_reward
+            out[loop] = ("trained-on", f"{run.method} optimised it during training (its in-loop reward)")
+    by_id = {r.run_id: r for r in runs}
+    for method, parent_id in run.parent_runs:
+        for rid, relation, why in by_id[parent_id].reward_relations or _reward_relations(by_id[parent_id], runs,
+                                                                                          model, rewards):
+            out.setdefault(rid, (relation, f"through {method}: {why}"))
+    return tuple((rid, rel, why) for rid, (rel, why) in sorted(out.items()))
 
 
 def preflight(plan: Plan) -> None:

@@ -103,12 +103,21 @@ class Runner:
             self._pipe = load_pipeline(folder, self.plan.device, spec.vae, self.plan.torch_dtype)
         return self._pipe
 
-    def artifacts(self, method_id: str) -> Path:
-        """The trained artifact of another method of the plan (one stacks on it), verified first."""
-        spec = next(r for r in self.plan.runs if r.method == method_id)
-        if spec.run_id in self.failures:  # not trained again for each run that stacks on it
-            raise RunFailed(f"{method_id}, which this run stacks on, failed: {self.failures[spec.run_id]}")
-        return self.artifact(spec)
+    def parent_artifacts(self, child: planning.RunSpec) -> Callable[[str], Path]:
+        """``ctx.artifacts`` of ``child``: method id -> the verified artifact of the run ``child`` stacks on
+        (the replicate with the same training seed)."""
+        parents = dict(child.parent_runs)
+
+        def artifacts(method_id: str) -> Path:
+            if method_id not in parents:
+                raise RunFailed(f"{child.method} asked for the artifact of {method_id!r}, which it does not stack on "
+                                f"(its requires(): {', '.join(parents) or 'nothing'})")
+            spec = next(r for r in self.plan.runs if r.run_id == parents[method_id])
+            if spec.run_id in self.failures:  # not trained again for each run that stacks on it
+                raise RunFailed(f"{method_id}, which this run stacks on, failed: {self.failures[spec.run_id]}")
+            return self.artifact(spec)
+
+        return artifacts
 
     def artifact(self, spec: planning.RunSpec) -> Path:
         """``spec``'s artifact folder, its files checked against its manifest (trained again first when
@@ -127,6 +136,9 @@ class Runner:
                     "config_hash": spec.config_hash, "artifact_hash": spec.artifact_hash,
                     "sampler_key": spec.sampler_key, "versions_json": json.dumps(versions(), sort_keys=True),
                     "git_sha": git_sha()})
+                if spec.train_seed is not None:
+                    self.store.add_replicate(spec.run_id, spec.arm, spec.train_seed)
+                self.store.set_run_rewards(spec.run_id, {rid: (rel, why) for rid, rel, why in spec.reward_relations})
             self.store.add_prompts(self.plan.suite.name, [
                 {"prompt_id": p.prompt_id, "prompt": p.text, "category": p.category, "meta_json": json.dumps(p.meta)}
                 for p in self.plan.suite.prompts])
@@ -232,7 +244,7 @@ class Runner:
         method = spec.cls(spec.cfg)
         start = time.perf_counter()
         log = TrainLog(self.store, spec)
-        ctx = self.inputs.context(spec, tmp, self.artifacts, log=log)
+        ctx = self.inputs.context(spec, tmp, self.parent_artifacts(spec), log=log)
 
         def finish() -> None:
             log.flush()
@@ -268,7 +280,7 @@ class Runner:
         todo = [(prompts[pid], s) for pid, s in keys]
         pipe = self.pipe()
         artifact = self.artifact(spec) if spec.cls.trains else None  # checked against its manifest first
-        denoise = spec.cls(spec.cfg).denoiser(pipe, artifact, self.artifacts)
+        denoise = spec.cls(spec.cfg).denoiser(pipe, artifact, self.parent_artifacts(spec))
         image_dir = self.results / "images"
         image_dir.mkdir(parents=True, exist_ok=True)
         # What killed runs left half-written (process-named, see _write_png; a live writer's stays).
@@ -319,6 +331,7 @@ class Runner:
             reward = REWARDS.get(rid)(weights, self.plan.device)
             if self.store is not None and runs:
                 self.store.add_reward(reward.id, reward.version, reward.higher_is_better)
+                self.store.set_reward_role(reward.id, reward.role, reward.learned_from)
             for spec in runs:
                 if spec.run_id not in self.failures:
                     self._guarded(spec, self._score_run, spec, reward)

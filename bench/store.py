@@ -10,8 +10,9 @@ Schema (times are UTC, durations in seconds; ``path`` is relative to the folder 
 
 ``runs``: one row per (method, config) run.
     run_id PK, method, model, model_revision, config_json, config_hash, artifact_hash (the trained
-    weights this run samples with), sampler_key (model, sampler, steps, resolution: a method run
-    is compared with the ``base`` run of the same model and sampler_key), status (running | done |
+    weights this run samples with), sampler_key (model revision, sampler, steps, guidance scale,
+    precision: a method run is compared with the ``base`` run of the same model and sampler_key, drawn
+    under the same sampler settings), status (running | done |
     failed), error, versions_json (library versions), git_sha, created_at, finished_at, train_s,
     sample_s, score_s (time spent on work actually done, summed over resumptions).
 ``prompts``: (suite, prompt_id) PK, prompt, category, meta_json.
@@ -22,6 +23,17 @@ Schema (times are UTC, durations in seconds; ``path`` is relative to the folder 
 ``rewards``: (reward, reward_version) PK, higher_is_better: which way each scored reward wins (a reward
     without a row counts as higher-is-better).
 ``run_suites``: (run_id, suite) PK, suite_sha256: the content of the prompt suite a run sampled.
+``replicates``: run_id PK, arm, train_seed: a trained run's training seed; runs that differ only in it
+    share an ``arm`` (``bench run --train-seeds 0-2`` trains three replicates of each arm). A run
+    without a row (base, any method that trains nothing) is its own arm.
+``run_rewards``: (run_id, reward) PK, relation, reason: rewards a run is not held out from. relation
+    is ``trained-on`` (the run optimised it directly: tailorpo's in-loop reward) or ``same-data`` (it
+    was learned from the preference labels the run trained on: tiny-pickscore for pair methods on
+    tiny-pickapic, PickScore for Pick-a-Pic).
+``reward_roles``: reward PK, role, learned_from: what a reward measures: ``gold`` (the truth the
+    preference labels are drawn from: the tiny world's oracle), ``preference`` (a learned stand-in for
+    human preference) or ``faithfulness`` (does the image show the prompt: fidelity, CLIP score);
+    learned_from names the preference data a learned reward was trained on.
 
 Views:
 
@@ -53,7 +65,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-TABLES = ("runs", "prompts", "images", "scores", "train_log", "rewards", "run_suites")
+TABLES = ("runs", "prompts", "images", "scores", "train_log", "rewards", "run_suites", "replicates", "run_rewards",
+          "reward_roles")
+RELATIONS = ("trained-on", "same-data")
+ROLES = ("gold", "preference", "faithfulness")
 RUN_COLUMNS = (
     "run_id", "method", "model", "model_revision", "config_json", "config_hash", "artifact_hash", "sampler_key",
     "status", "error", "versions_json", "git_sha", "created_at", "finished_at", "train_s", "sample_s", "score_s",
@@ -82,6 +97,14 @@ CREATE TABLE IF NOT EXISTS rewards (
     reward VARCHAR, reward_version VARCHAR, higher_is_better BOOLEAN NOT NULL, PRIMARY KEY (reward, reward_version));
 CREATE TABLE IF NOT EXISTS run_suites (
     run_id VARCHAR, suite VARCHAR, suite_sha256 VARCHAR NOT NULL, PRIMARY KEY (run_id, suite));
+CREATE TABLE IF NOT EXISTS replicates (
+    run_id VARCHAR PRIMARY KEY, arm VARCHAR NOT NULL, train_seed BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS run_rewards (
+    run_id VARCHAR, reward VARCHAR, relation VARCHAR NOT NULL CHECK (relation IN ('trained-on', 'same-data')),
+    reason VARCHAR, PRIMARY KEY (run_id, reward));
+CREATE TABLE IF NOT EXISTS reward_roles (
+    reward VARCHAR PRIMARY KEY, role VARCHAR NOT NULL CHECK (role IN ('gold', 'preference', 'faithfulness')),
+    learned_from VARCHAR);
 CREATE OR REPLACE VIEW base_runs AS
     SELECT model, sampler_key,
            first(run_id ORDER BY status = 'done' DESC, created_at NULLS LAST, run_id) AS base_run_id
@@ -113,6 +136,9 @@ class StoreError(ValueError):
 _STATUSES_FINAL = ("done", "failed")
 _PHASE_COLUMNS = {"train": "train_s", "sample": "sample_s", "score": "score_s"}
 _REQUIRED_RUN_KEYS = ("run_id", "method", "model", "sampler_key")
+# What a plan computes for a run and a later version may compute anew (e.g. what sampler_key covers):
+# a resumed run takes the current values. Its outcomes (times, status, created_at) are kept.
+_REFRESHED_RUN_COLUMNS = ("model_revision", "config_json", "config_hash", "artifact_hash", "sampler_key")
 _IMAGE_COLUMNS = ("image_id", "run_id", "suite", "prompt_id", "prompt", "seed", "path", "sha256", "width", "height")
 
 
@@ -300,6 +326,7 @@ class Store:
         sql = (
             f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
             "ON CONFLICT (run_id) DO UPDATE SET status = 'running', error = NULL, finished_at = NULL"
+            + "".join(f", {c} = excluded.{c}" for c in cols if c in _REFRESHED_RUN_COLUMNS)
         )
         with self._connect() as con:
             con.execute(sql, [values[c] for c in cols])
@@ -366,6 +393,32 @@ class Store:
             elif bool(stored[0]) != bool(higher_is_better):
                 raise StoreError(f"reward {reward} ({reward_version}) is stored as "
                                  f"{'higher' if stored[0] else 'lower'}-is-better; a new direction needs a new version")
+
+    def add_replicate(self, run_id: str, arm: str, train_seed: int) -> None:
+        """Record that ``run_id`` is the replicate of ``arm`` trained with ``train_seed``."""
+        with self._connect() as con:
+            con.execute("INSERT OR REPLACE INTO replicates VALUES (?, ?, ?)", [run_id, arm, int(train_seed)])
+
+    def set_run_rewards(self, run_id: str, relations: dict[str, tuple[str, str]]) -> None:
+        """Record the rewards ``run_id`` is not held out from: reward -> (relation, reason); replaces what was
+        recorded for the run (a plan computes them whole)."""
+        bad = sorted({rel for rel, _ in relations.values()} - set(RELATIONS))
+        if bad:
+            raise StoreError(f"unknown reward relation(s) {bad} for run {run_id}; allowed: {', '.join(RELATIONS)}")
+        with self._connect() as con:
+            con.execute("BEGIN")
+            con.execute("DELETE FROM run_rewards WHERE run_id = ?", [run_id])
+            if relations:
+                con.executemany("INSERT INTO run_rewards VALUES (?, ?, ?, ?)",
+                                [[run_id, reward, rel, why] for reward, (rel, why) in sorted(relations.items())])
+            con.execute("COMMIT")
+
+    def set_reward_role(self, reward: str, role: str, learned_from: str | None = None) -> None:
+        """Record what a reward measures (``ROLES``) and the preference data it was learned from."""
+        if role not in ROLES:
+            raise StoreError(f"reward {reward}: unknown role {role!r}; allowed: {', '.join(ROLES)}")
+        with self._connect() as con:
+            con.execute("INSERT OR REPLACE INTO reward_roles VALUES (?, ?, ?)", [reward, role, learned_from or None])
 
     def _relative(self, path: str | Path) -> str:
         """Image paths are stored relative to the db folder so a results folder can be moved."""

@@ -35,6 +35,8 @@ HEAD = Source("christophschuhmann/improved-aesthetic-predictor", (HEAD_FILE,),
 
 class Aesthetic(HubReward):
     id = "aesthetic"
+    role = "preference"
+    learned_from = "laion-aesthetic-ratings"
     base_version = "aesthetic-v2-linearmse-clipl14-v1"
     display = "LAION aesthetic v2 (1-10)"
     description = "LAION improved aesthetic predictor v2 on CLIP ViT-L/14 image embeddings, 1-10 (prompt ignored)"

@@ -31,6 +31,7 @@ def from_cosine(cos: torch.Tensor) -> torch.Tensor:
 
 class ClipScore(HubReward):
     id = "clip"
+    role = "faithfulness"
     base_version = "clip-vitl14-openai-100xrelu-v1"  # backbone, then the scale: max(100*cos, 0)
     display = "CLIP score (ViT-L/14, max(100 cos, 0))"
     description = "image-prompt agreement: max(100*cos, 0) with OpenAI CLIP ViT-L/14, about 25-35"
@@ -46,6 +47,13 @@ class ClipScore(HubReward):
         out = [hfclip.cosine(self.model, self.image_processor, self.tokenizer, images[b], prompts[b]).cpu()
                for b in self.batches(len(images))]
         return from_cosine(torch.cat(out)).double().numpy()
+
+    def image_embeddings(self, images: Sequence) -> np.ndarray:
+        """(N, 768) float32 projected image embeddings (not normalised), the vectors ``score`` compares
+        with the prompt: metrics/core/diversity.py's CLIP space."""
+        out = [hfclip.image_embeddings(self.model, self.image_processor, images[b]).cpu()
+               for b in self.batches(len(images))]
+        return torch.cat(out).numpy()
 
 
 REWARD = ClipScore

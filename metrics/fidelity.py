@@ -40,8 +40,12 @@ class FidelityNet(nn.Module):
         self.shape_head = nn.Linear(64, n_shapes)
         self.colour_head = nn.Linear(64, n_colours)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, 64) pooled features, the input of both heads."""
+        return self.features(x * 2 - 1)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.features(x * 2 - 1)
+        h = self.embed(x)
         return self.shape_head(h), self.colour_head(h)
 
 
@@ -67,6 +71,7 @@ def save(net: FidelityNet, shapes: Sequence[str], colours: Sequence[str], folder
 
 class Fidelity(Reward):
     id = "fidelity"
+    role = "faithfulness"
     base_version = "fidelity-v1"
     display = "Fidelity (shape and colour correct)"
     description = "tiny world: 1 if a CNN classifier finds the caption's shape and colour, else 0"
@@ -93,6 +98,13 @@ class Fidelity(Reward):
         shape = next((self.shapes.index(w) for w in words if w in self.shapes), -1)
         colour = next((self.colours.index(w) for w in words if w in self.colours), -1)
         return shape, colour
+
+    def image_features(self, images: Sequence, batch: int = 512) -> np.ndarray:
+        """(N, 64) float32 penultimate features of the classifier (metrics/core/diversity.py's space)."""
+        x = pil_to_tensor(images)
+        self.net.eval()  # BatchNorm on running statistics: an image's features do not depend on its batch
+        with torch.no_grad():
+            return torch.cat([self.net.embed(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
 
     def score(self, images: Sequence, prompts: Sequence[str]) -> np.ndarray:
         shape, colour = predict(self.net, pil_to_tensor(images))

@@ -32,6 +32,8 @@ REPO = "xswu/HPSv2"
 
 class HPSv2(HubReward):
     id = "hpsv2"
+    role = "preference"
+    learned_from = "hpdv2"
     base_version = "hpsv2-v1"  # raw cosine; HPS pad-to-square preprocessing
     display = "HPS v2 (cosine)"
     description = "Human Preference Score v2: open_clip ViT-H/14 cosine, about 0.25-0.35"

@@ -54,6 +54,8 @@ class ImageRewardNet(nn.Module):
 
 class ImageReward(HubReward):
     id = "imagereward"
+    role = "preference"
+    learned_from = "imagerewarddb"
     base_version = "imagereward-v1"  # 35 tokens, z-normalised with the official mean/std
     display = "ImageReward v1.0 (z-score)"
     description = "ImageReward: BLIP ViT-L/16 + BERT cross-attention reward, z-normalised, about -2..2"

@@ -87,6 +87,7 @@ def utility(x: torch.Tensor) -> torch.Tensor:
 
 class Oracle(Reward):
     id = "oracle"
+    role = "gold"
     base_version = "oracle-v1"
     display = "Oracle (ground truth)"
     description = "tiny world's ground-truth utility: centring, sharpness, saturation, cleanliness"

@@ -30,6 +30,8 @@ PROCESSOR = Source("laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
 
 class PickScore(HubReward):
     id = "pickscore"
+    role = "preference"
+    learned_from = "pickapic-v2"
     base_version = "pickscore-v1"  # logit_scale.exp() * cos; PIL image processor
     display = "PickScore v1 (x100 logit)"
     description = "Pick-a-Pic preference model: CLIP ViT-H/14 logit exp(s)*cos, about 21-23 for good images"

@@ -59,6 +59,8 @@ def save(net: PreferenceNet, vocab: dict[str, int], folder: Path, **meta: float)
 
 class TinyPickScore(Reward):
     id = "tiny-pickscore"
+    role = "preference"
+    learned_from = "tiny-pickapic"
     base_version = "tiny-pickscore-v1"
     display = "tiny-PickScore (learned from tiny-pickapic)"
     description = "tiny world: Bradley-Terry preference model trained on the simulated rater's pairs"

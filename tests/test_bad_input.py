@@ -65,6 +65,8 @@ def _run(db: Path, *args: str):
     ("sdpo.mu", "NaN", "expected a finite number"),
     ("npo.lr", "1e999", "expected a finite number"),  # overflows to inf
     ("sampler.steps", "nan", "expected int"),
+    ("dpo.seed", str(2**64), "out of range; integers go from -2**63 to 2**63 - 1"),
+    ("sampler.steps", "-" + "9" * 30, "out of range"),
 ])
 def test_non_finite_settings_are_refused_before_any_work(tmp_path: Path, setting: str, value: str, needle: str):
     db = tmp_path / "r" / "bench.duckdb"
@@ -88,6 +90,14 @@ def test_every_float_setting_of_every_method_refuses_non_finite_values(mid: str,
             build_config(cls, {}, {name: text}, mid)
     default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
     assert getattr(build_config(cls, {}, {name: repr(default)}, mid), name) == default  # finite ones pass
+
+
+def test_resamples_outside_their_range_are_refused(tmp_path: Path):
+    db = tmp_path / "r" / "bench.duckdb"
+    Store(db)
+    for n in ("10", "100001", str(10**18)):
+        _refused(runner.invoke(app, ["report", "--db", str(db), "--resamples", n, "--out", str(tmp_path / "r.md")]),
+                 2, "--resamples must be from 1,000 to 100,000")
 
 
 # -- 2. seed ranges past the limit -----------------------------------------------------------------------------
@@ -349,7 +359,8 @@ def test_rows_of_unknown_runs_and_images_and_broken_json_are_left_out_and_named(
 
 # -- 7. names are data: quotes, markup, paths ------------------------------------------------------------------
 
-ODD_NAMES = ["it's", 'say "cheese"', "../../escape", "<b>bold</b> | *x* [/red]", "x'; DROP TABLE runs;--"]
+ODD_NAMES = ["it's", 'say "cheese"', "../../escape", "<b>bold</b> | *x* [/red]", "x'; DROP TABLE runs;--",
+             "cats, dogs"]
 
 
 def _odd_store(db: Path, suite: str, method: str) -> Store:

@@ -37,7 +37,7 @@ def test_opening_creates_folder_and_tables_and_keeps_data(tmp_path: Path):
     assert path.is_file()
     reopened = Store(path)
     assert reopened.counts() == {"runs": 1, "prompts": 0, "images": 0, "scores": 0, "train_log": 0, "rewards": 0,
-                                 "run_suites": 0}
+                                 "run_suites": 0, "replicates": 0, "run_rewards": 0, "reward_roles": 0}
     views = set(reopened.query("SELECT view_name FROM duckdb_views() WHERE NOT internal")["view_name"])
     assert {"base_runs", "pairs", "winrates"} <= views
 
@@ -156,9 +156,12 @@ def test_rewriting_the_same_rows_adds_nothing(store: Store):
         store.add_train_log("art1", "dpo", 0, {"loss": 0.7, "winner_err": 0.1})
         store.add_reward("pick", "v1", True)
         store.add_run_suite("r1", "s", "0" * 64)
+        store.add_replicate("r1", "arm1", 0)
+        store.set_run_rewards("r1", {"pick": ("same-data", "learned from the labels r1 trained on")})
+        store.set_reward_role("pick", "preference", "pickapic-v2")
         store.begin_run(_run("r1", "base"))
     assert store.counts() == {"runs": 1, "prompts": 3, "images": 6, "scores": 6, "train_log": 2, "rewards": 1,
-                              "run_suites": 1}
+                              "run_suites": 1, "replicates": 1, "run_rewards": 1, "reward_roles": 1}
     store.add_scores([(images[0]["image_id"], "pick", "v2", 9.0)])  # a new reward version adds a row
     assert store.counts()["scores"] == 7
 

@@ -27,6 +27,7 @@ from typing import Callable
 
 import torch
 
+from bench import integrity
 from bench.integrity import sha256_file
 from bench.tiny import pretrain, world
 from bench.tiny.files import WorldFiles
@@ -130,13 +131,14 @@ def ensure(results_dir: Path, name: str = "default", progress: Progress | None =
                                  f"(git checkout -- {shipped}) or reinstall the project")
         return shipped
     folder = built_dir(results_dir, name)
-    if folder.exists():
-        problem = verify(folder)
-        if problem is None:
-            return folder
-        log(f"tiny world cache {folder} is corrupted ({problem}); rebuilding it")
-        shutil.rmtree(folder)
-    build(folder, preset(name), progress or (lambda *a: None), log)
+    with _build_lock(folder, log):  # another run building this world: wait for it, then use its world
+        if folder.exists():
+            problem = verify(folder)
+            if problem is None:
+                return folder
+            log(f"tiny world cache {folder} is corrupted ({problem}); rebuilding it")
+            shutil.rmtree(folder)
+        build(folder, preset(name), progress or (lambda *a: None), log)
     return folder
 
 
@@ -145,9 +147,17 @@ def rebuild(results_dir: Path, name: str = "default", progress: Progress | None 
     """Build preset ``name`` from scratch into ``built_dir`` (replacing an earlier build); runs keep using
     the shipped world where there is one."""
     folder = built_dir(results_dir, name)
-    shutil.rmtree(folder, ignore_errors=True)
-    build(folder, preset(name), progress or (lambda *a: None), log)
+    with _build_lock(folder, log):
+        shutil.rmtree(folder, ignore_errors=True)
+        build(folder, preset(name), progress or (lambda *a: None), log)
     return folder
+
+
+def _build_lock(folder: Path, log: Callable[[str], None]):
+    """``<folder>.lock``, held while a world is checked or built there: the fixed ``.building`` folder is
+    then only ever written by one process."""
+    return integrity.lock(folder.with_name(folder.name + ".lock"),
+                          lambda holder: log(f"waiting for {holder}, which is building the tiny world {folder}"))
 
 
 def record(folder: Path, paths: list[Path]) -> None:

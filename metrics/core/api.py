@@ -17,6 +17,10 @@ class Reward:
     id: ClassVar[str]
     base_version: ClassVar[str]  # bump whenever the computation changes: it keys the stored scores
     higher_is_better: ClassVar[bool] = True
+    # What it measures (bench.store.ROLES): "gold" (the truth preference labels are drawn from), "preference"
+    # (a learned stand-in for human preference) or "faithfulness" (does the image show the prompt).
+    role: ClassVar[str] = "preference"
+    learned_from: ClassVar[str] = ""  # the preference data a learned reward was trained on (a dataset id)
     display: ClassVar[str] = ""
     description: ClassVar[str] = ""
 

@@ -42,13 +42,19 @@ def embedding(output: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
+def image_embeddings(model, image_processor, images: Sequence) -> torch.Tensor:
+    """(B, D) float32 projected image embeddings, not normalised: the image side of ``cosine``."""
+    pixels = image_processor(images=list(images), return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
+    return embedding(model.get_image_features(pixel_values=pixels)).float()
+
+
+@torch.no_grad()
 def cosine(model, image_processor, tokenizer, images: Sequence, prompts: Sequence[str]) -> torch.Tensor:
     """(B,) float32 cosine between each image and its prompt (prompts truncated to the text context)."""
-    device, dtype = model.device, model.dtype
-    pixels = image_processor(images=list(images), return_tensors="pt")["pixel_values"].to(device, dtype)
+    device = model.device
+    img = image_embeddings(model, image_processor, images)
     text = tokenizer(list(prompts), padding=True, truncation=True,
                      max_length=model.config.text_config.max_position_embeddings, return_tensors="pt").to(device)
-    img = embedding(model.get_image_features(pixel_values=pixels)).float()
     txt = embedding(model.get_text_features(input_ids=text["input_ids"], attention_mask=text["attention_mask"])).float()
     img = img / img.norm(dim=-1, keepdim=True)
     txt = txt / txt.norm(dim=-1, keepdim=True)
