@@ -51,6 +51,7 @@ from bench.store import Store, check_train_value
 from bench.tiny.files import WorldFiles
 from bench.training import TrainingInputs
 from methods.core import diffusion
+from metrics.core.diversity import EMBEDDERS
 
 Progress = Callable[[str, int, int], None]
 
@@ -335,6 +336,11 @@ class Runner:
             for spec in runs:
                 if spec.run_id not in self.failures:
                     self._guarded(spec, self._score_run, spec, reward)
+            if reward.id in EMBEDDERS:  # its feature space measures diversity across a prompt's seeds
+                embedder = EMBEDDERS[reward.id](reward)
+                for spec in runs:
+                    if spec.run_id not in self.failures:
+                        self._guarded(spec, self._embed_run, spec, reward, embedder)
 
     def _score_run(self, spec: planning.RunSpec, reward) -> None:
         def missing() -> list[tuple[str, str, str, str]]:
@@ -357,6 +363,29 @@ class Runner:
             self.procs.on_main(lambda: (self.store.add_scores(rows),
                                         self.progress(f"score {reward.id} {spec.method}", done, len(todo))))
         self.procs.on_main(lambda: self.store.add_phase_time(spec.run_id, "score", time.perf_counter() - start))
+
+    def _embed_run(self, spec: planning.RunSpec, reward, embedder) -> None:
+        """Store each image's embedding in ``embedder``'s space (the loaded ``reward``'s features)."""
+        def missing() -> list[tuple[str, str, str]]:
+            todo = self.store.images_without_embedding(embedder.id, embedder.version, [spec.run_id])
+            return list(zip(todo.image_id, todo.path, todo.sha256)) if not todo.empty else []
+
+        todo = self.procs.on_main(missing)
+        if not todo:
+            return
+        if not getattr(reward, "_loaded", False):
+            reward.load()
+            reward._loaded = True
+        mine = self.procs.shard(todo)
+        for i in range(0, math.ceil(len(todo) / self.procs.world), 256):
+            chunk = mine[i:i + 256]
+
+            def embed() -> list[tuple[str, str, str, Any]]:
+                vectors = embedder.embed([self._read_png(path, sha256) for _, path, sha256 in chunk])
+                return [(iid, embedder.id, embedder.version, v) for (iid, *_), v in zip(chunk, vectors)]
+
+            rows = self.procs.exchange(lambda: embed() if chunk else [])
+            self.procs.on_main(lambda: self.store.add_embeddings(rows))
 
     def _score_chunk(self, reward, chunk: list[tuple[str, str, str, str]]) -> list[tuple[str, str, str, float]]:
         images = [self._read_png(path, sha256) for _, path, sha256, _ in chunk]

@@ -30,6 +30,9 @@ Schema (times are UTC, durations in seconds; ``path`` is relative to the folder 
     is ``trained-on`` (the run optimised it directly: tailorpo's in-loop reward) or ``same-data`` (it
     was learned from the preference labels the run trained on: tiny-pickscore for pair methods on
     tiny-pickapic, PickScore for Pick-a-Pic).
+``embeddings``: (image_id, space, space_version) PK, vector (FLOAT[]): an image's embedding in a
+    reward model's feature space (the tiny world's fidelity features; CLIP ViT-L/14's image embedding),
+    for the report's diversity across a prompt's seeds.
 ``reward_roles``: reward PK, role, learned_from: what a reward measures: ``gold`` (the truth the
     preference labels are drawn from: the tiny world's oracle), ``preference`` (a learned stand-in for
     human preference) or ``faithfulness`` (does the image show the prompt: fidelity, CLIP score);
@@ -66,7 +69,7 @@ import numpy as np
 import pandas as pd
 
 TABLES = ("runs", "prompts", "images", "scores", "train_log", "rewards", "run_suites", "replicates", "run_rewards",
-          "reward_roles")
+          "reward_roles", "embeddings")
 RELATIONS = ("trained-on", "same-data")
 ROLES = ("gold", "preference", "faithfulness")
 RUN_COLUMNS = (
@@ -102,6 +105,9 @@ CREATE TABLE IF NOT EXISTS replicates (
 CREATE TABLE IF NOT EXISTS run_rewards (
     run_id VARCHAR, reward VARCHAR, relation VARCHAR NOT NULL CHECK (relation IN ('trained-on', 'same-data')),
     reason VARCHAR, PRIMARY KEY (run_id, reward));
+CREATE TABLE IF NOT EXISTS embeddings (
+    image_id VARCHAR, space VARCHAR, space_version VARCHAR, vector FLOAT[] NOT NULL,
+    PRIMARY KEY (image_id, space, space_version));
 CREATE TABLE IF NOT EXISTS reward_roles (
     reward VARCHAR PRIMARY KEY, role VARCHAR NOT NULL CHECK (role IN ('gold', 'preference', 'faithfulness')),
     learned_from VARCHAR);
@@ -454,12 +460,20 @@ class Store:
         Columns: image_id, run_id, suite, prompt_id, prompt, seed, path (as stored, relative), sha256 and
         abs_path (path resolved against the store folder), ordered by run, suite, prompt, seed.
         """
-        sql = (
-            "SELECT i.image_id, i.run_id, i.suite, i.prompt_id, i.prompt, i.seed, i.path, i.sha256 FROM images i "
-            "WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.image_id = i.image_id "
-            "AND s.reward = ? AND s.reward_version = ?)"
-        )
-        params: list[Any] = [reward, reward_version]
+        return self._images_without("SELECT 1 FROM scores s WHERE s.image_id = i.image_id AND s.reward = ? "
+                                    "AND s.reward_version = ?", [reward, reward_version], run_ids)
+
+    def images_without_embedding(self, space: str, space_version: str,
+                                 run_ids: list[str] | None = None) -> pd.DataFrame:
+        """Images (optionally of these runs) lacking an embedding in (space, space_version); columns as
+        ``images_without_score``."""
+        return self._images_without("SELECT 1 FROM embeddings e WHERE e.image_id = i.image_id AND e.space = ? "
+                                    "AND e.space_version = ?", [space, space_version], run_ids)
+
+    def _images_without(self, done_sql: str, done_params: list[Any], run_ids: list[str] | None) -> pd.DataFrame:
+        sql = ("SELECT i.image_id, i.run_id, i.suite, i.prompt_id, i.prompt, i.seed, i.path, i.sha256 FROM images i "
+               f"WHERE NOT EXISTS ({done_sql})")
+        params: list[Any] = list(done_params)
         if run_ids is not None:
             sql += " AND list_contains(?::VARCHAR[], i.run_id)"
             params.append(list(run_ids))
@@ -487,6 +501,24 @@ class Store:
             lambda image_id: f"score for unknown image {image_id!r}; store the image first (nothing stored)",
         )
         self._insert_frame("scores", frame, refuse=orphan)
+
+    def add_embeddings(self, rows: list[tuple[str, str, str, np.ndarray]]) -> None:
+        """Store (image_id, space, space_version, vector) rows; the batch is refused whole when a vector is
+        not finite or an image_id is unknown."""
+        if not rows:
+            return
+        bad = next((r for r in rows if not np.all(np.isfinite(r[3]))), None)
+        if bad is not None:
+            raise StoreError(f"refusing a non-finite embedding of image {bad[0]} in space {bad[1]} ({bad[2]}); "
+                             "nothing of this batch was stored")
+        frame = pd.DataFrame({"image_id": [r[0] for r in rows], "space": [r[1] for r in rows],
+                              "space_version": [r[2] for r in rows],
+                              "vector": [np.asarray(r[3], dtype=np.float32).tolist() for r in rows]})
+        orphan = (
+            "SELECT b.image_id FROM batch b ANTI JOIN images i ON i.image_id = b.image_id LIMIT 1",
+            lambda image_id: f"embedding of unknown image {image_id!r}; store the image first (nothing stored)",
+        )
+        self._insert_frame("embeddings", frame, refuse=orphan)
 
     def add_train_log(self, artifact_hash: str, method: str, step: int, values: dict[str, float]) -> None:
         """Store one training step's metrics; non-finite values are refused (fail the run instead)."""

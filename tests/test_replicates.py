@@ -91,7 +91,7 @@ def test_reward_relations(tmp_path):
 def test_replicated_run_on_the_test_world(tmp_path):
     db = tmp_path / "results" / "bench.duckdb"
     args = ["run", "--model", "tiny-micro", "--methods", "dpo", "--seeds", "0", "--train-seeds", "0-1",
-            "--db", str(db), "--set", "dpo.steps=3", "--set", "sampler.steps=2", "--rewards", "oracle,tiny-pickscore"]
+            "--db", str(db), "--set", "dpo.steps=3", "--set", "sampler.steps=2", "--rewards", "oracle,tiny-pickscore,fidelity"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "dpo x2" in result.output
@@ -109,7 +109,10 @@ def test_replicated_run_on_the_test_world(tmp_path):
     relations = store.query("SELECT run_id, reward, relation FROM run_rewards")
     assert set(relations["reward"]) == {"tiny-pickscore"} and set(relations["relation"]) == {"same-data"}
     roles = dict(store.query("SELECT reward, role FROM reward_roles").itertuples(index=False))
-    assert roles == {"oracle": "gold", "tiny-pickscore": "preference"}
+    assert roles == {"oracle": "gold", "tiny-pickscore": "preference", "fidelity": "faithfulness"}
+    # The fidelity classifier's features of every image, for the report's diversity.
+    spaces = store.query("SELECT space, count(*) AS n, min(len(vector)) AS d FROM embeddings GROUP BY space")
+    assert spaces.to_dict("records") == [{"space": "fidelity-features", "n": 3 * 200, "d": 64}]
     again = runner.invoke(app, args)  # a second run adds nothing
     assert again.exit_code == 0, again.output
     assert store.counts()["images"] == 3 * 200
