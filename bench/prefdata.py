@@ -5,9 +5,11 @@ and ids (``ranking_id``, ``image_0_uid``, ``image_1_uid``, ...). As in the offic
 code, a pair is put winner-first (flipped when ``label_0 == 0``) and ties (``label_0 == 0.5``) are
 dropped unless kept (methods.md §0.4). Malformed rows are counted by reason, never silently dropped.
 
-``encode_pairs`` / ``encode_images_data`` turn the data into cached VAE latents (posterior mean)
-and text embeddings, keyed by the content of the data, the encoders' weights and the resolution,
-so that a second call touches neither the VAE nor the text encoder. Each cache entry has its sha256
+``encode_pairs`` / ``encode_images_data`` turn the data into cached VAE latents and text embeddings:
+for pairs, the posterior mean and standard deviation of each image and of its horizontal flip (so
+that training draws latents as the official Diffusion-DPO code does, methods/core/pairs.py
+``draw_latents``); for captioned images, the posterior mean. The cache is keyed by the content of the
+data, the encoders' weights and the resolution, so that a second call touches neither the VAE nor the text encoder. Each cache entry has its sha256
 beside it (``<entry>.sha256``, bench/integrity.py) and is checked before it is read: a damaged one,
 or one without a recorded sha256, is said to be so (a warning) and computed again.
 """
@@ -28,10 +30,11 @@ import torch
 
 from bench import integrity
 from methods.core.api import Cond, ImageData, PairData
+from methods.core.types import POSTERIOR_FIELDS
 
 REQUIRED = ("caption", "jpg_0", "jpg_1", "label_0", "label_1")
 ID_COLUMNS = ("ranking_id", "image_0_uid", "image_1_uid")
-CACHE_VERSION = "1"  # bump when the encoding below changes what is cached
+CACHE_VERSION = "2"  # bump when the encoding below changes what is cached (2: pairs' posterior std, flips)
 
 
 @dataclass
@@ -245,6 +248,34 @@ def _encode_latents(pipe: Any, blobs: Sequence[bytes], device: torch.device, res
     return torch.cat(out)
 
 
+@torch.no_grad()
+def _posterior(vae: Any, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, H, W) in [-1, 1] -> the VAE posterior's mean and std, scaled as training latents are
+    (official train.py:1028-1029: ``latent_dist.sample() * scaling_factor``), float32 on CPU, (B, C, h, w) each.
+    The mean is exactly ``encode_images``' latent."""
+    from methods.core.diffusion import _vae_shift
+
+    dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
+    scale = vae.config.scaling_factor
+    return ((dist.mean - _vae_shift(vae)) * scale).float().cpu(), (dist.std * scale).float().cpu()
+
+
+def _encode_posteriors(pipe: Any, blobs: Sequence[bytes], device: torch.device, resolution: int, batch_size: int,
+                       side: str) -> dict[str, torch.Tensor]:
+    """PairData's fields of one side ("w", "l"): posterior mean and std of each image and of its horizontal
+    flip. The flip is of the resized, centre-cropped pixels, as the official transforms order them
+    (Resize, CenterCrop, RandomHorizontalFlip: train.py:758-760)."""
+    names = (f"latents_{side}", f"std_{side}", f"flipped_{side}", f"flipped_std_{side}")
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    for lo in range(0, len(blobs), batch_size):
+        pixels = torch.stack([to_pixels(decode_image(b), resolution) for b in blobs[lo:lo + batch_size]]).to(device)
+        for (mean_name, std_name), px in ((names[:2], pixels), (names[2:], pixels.flip(-1))):
+            mean, std = _posterior(pipe.vae, px)
+            parts[mean_name].append(mean)
+            parts[std_name].append(std)
+    return {name: torch.cat(v) for name, v in parts.items()}
+
+
 def _encode_captions(pipe: Any, captions: Sequence[str], device: torch.device, batch_size: int):
     """Unique captions encoded once: (Cond with one row per unique caption on CPU, (N,) row index)."""
     from methods.core.diffusion import encode_prompts
@@ -297,19 +328,20 @@ def _load(path: Path) -> tuple[dict[str, torch.Tensor], Cond, list[str]]:
 
 def encode_pairs(pipe: Any, pairs: PickapicPairs, device: torch.device | str, resolution: int,
                  cache_dir: Path, batch_size: int = 32) -> PairData:
-    """Pairs -> ``PairData`` on CPU (latents of the posterior mean, captions encoded once each), cached."""
+    """Pairs -> ``PairData`` on CPU (each image's posterior mean and std, and its flip's; captions encoded
+    once each), cached."""
     if len(pairs) == 0:
         raise ValueError("no pairs to encode (all skipped or dropped as ties?)")
     path = _cache_file(cache_dir, "pairs", pairs.content_hash(), model_fingerprint(pipe), resolution)
     if not _cached(path):
         device = torch.device(device)
         cond, index = _encode_captions(pipe, pairs.captions, device, batch_size)
-        tensors = {"latents_w": _encode_latents(pipe, pairs.images_w, device, resolution, batch_size),
-                   "latents_l": _encode_latents(pipe, pairs.images_l, device, resolution, batch_size),
+        tensors = {**_encode_posteriors(pipe, pairs.images_w, device, resolution, batch_size, "w"),
+                   **_encode_posteriors(pipe, pairs.images_l, device, resolution, batch_size, "l"),
                    "label": torch.tensor(pairs.label, dtype=torch.float32)}
         _save(path, tensors, cond, index, list(pairs.captions))
     t, cond, captions = _load(path)
-    return PairData(t["latents_w"], t["latents_l"], cond, t["label"], captions)
+    return PairData(t["latents_w"], t["latents_l"], cond, t["label"], captions, **{k: t[k] for k in POSTERIOR_FIELDS})
 
 
 def encode_images_data(pipe: Any, images: CaptionedImages, device: torch.device | str, resolution: int,

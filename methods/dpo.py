@@ -17,7 +17,9 @@ SD1.5 script differ by constants; ``beta_convention`` converts on load, methods.
     "hf15":  z = −β·Δ            → β_SF = 2·β    (diffusers train_diffusion_dpo.py)
     "paper": z = −β·Δ_sum over C·H·W → β_SF = 2·β·C·H·W (C·H·W of the model's latents)
 ``prompt_dropout`` = ``proportion_empty_prompts``; ``lora_rank`` = 0 is the official full fine-tune,
-> 0 the diffusers LoRA variant (reference = the same UNet with adapters disabled).
+> 0 the diffusers LoRA variant (reference = the same UNet with adapters disabled); ``random_flip`` and
+``latent_sample`` = the data augmentation of each use of a pair in train.py (a horizontal flip per
+image, a VAE posterior sample; methods/core/pairs.py ``draw_latents``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from methods.core.api import TrainContext
 from methods.core.diffusion import latent_shape
 # The objective and its config live in methods.core (sdpo and npo build on them); re-exported here.
 from methods.core.dpo_loss import CONVENTIONS, DPOConfig, convert_beta, dpo_loss
-from methods.core.pairs import PairErrors, train_pairs
+from methods.core.pairs import TINY_DATA, PairErrors, train_pairs
 from methods.core.training import TrainedUNetMethod
 from methods.core.types import PAIRS
 
@@ -42,17 +44,20 @@ class DiffusionDPO(TrainedUNetMethod):
     defaults = {
         # tiny world: the official β and warmup; lr, steps and batch sized for a 2-core CPU run (~2 min).
         # Untuned: the first setting tried moved the oracle (benchmarks/run_default.py).
+        # Flip kept, posterior mean instead of samples: TINY_DATA (methods/core/pairs.py says why).
         "tiny": {"guidance_scale": 5.0, "beta": 5000.0, "lr": 1e-5, "steps": 300, "batch_pairs": 16,
-                 "warmup_steps": 30, "prompt_dropout": 0.2},
+                 "warmup_steps": 30, "prompt_dropout": 0.2, **TINY_DATA},
         # launchers/sd15.sh: β 5000, lr 1e-8 × 2048, AdamW, 2000 steps, 2048 pairs, warmup 500;
         # guidance 7.5 from quick_samples.ipynb; micro-batch is a memory choice, not the paper's.
+        # train.py (both models): each image flipped on its own (:760, :777), a posterior sample (:1028).
         "sd15": {"guidance_scale": 7.5, "beta": 5000.0, "lr": 2.048e-5, "steps": 2000, "batch_pairs": 2048,
-                 "micro_batch_pairs": 16, "warmup_steps": 500, "optimizer": "adamw"},
+                 "micro_batch_pairs": 16, "warmup_steps": 500, "optimizer": "adamw", "random_flip": "image",
+                 "latent_sample": True},
         # launchers/sdxl.sh: same but Adafactor, warmup 200, gradient checkpointing forced;
         # guidance 5 from quick_samples.ipynb.
         "sdxl": {"guidance_scale": 5.0, "beta": 5000.0, "lr": 2.048e-5, "steps": 2000, "batch_pairs": 2048,
                  "micro_batch_pairs": 4, "warmup_steps": 200, "optimizer": "adafactor",
-                 "gradient_checkpointing": True},
+                 "gradient_checkpointing": True, "random_flip": "image", "latent_sample": True},
     }
 
     def needs(self) -> frozenset[str]:

@@ -36,7 +36,7 @@ import torch
 from methods.core.api import Denoiser, TrainContext, sample_only
 from methods.core.diffusion import cfg_denoiser, latent_shape
 from methods.core.dpo_loss import DPOConfig, dpo_loss
-from methods.core.pairs import PairErrors, train_pairs
+from methods.core.pairs import TINY_DATA, PairErrors, train_pairs
 from methods.core.training import TrainedUNetMethod, load_trained_unet
 from methods.core.types import PAIRS, PairData
 
@@ -48,9 +48,7 @@ def flip_pairs(data: PairData) -> PairData:
     """
     if not torch.all((data.label == 1.0) | (data.label == 0.5)):
         raise ValueError("pair labels must be 1.0 (first image preferred) or 0.5 (tie)")
-    swap = (data.label == 1.0).view(-1, *[1] * (data.latents_w.ndim - 1))  # (N, 1, 1, 1)
-    return PairData(torch.where(swap, data.latents_l, data.latents_w), torch.where(swap, data.latents_w,
-                    data.latents_l), data.cond, data.label.clone(), list(data.captions))
+    return data.swapped(data.label == 1.0)  # every cached view: means, posterior stds, flips
 
 
 def negative_weights(base: dict[str, torch.Tensor], positive: dict[str, torch.Tensor],
@@ -100,17 +98,21 @@ class DiffusionNPO(TrainedUNetMethod):
         # tiny world: dpo's tiny recipe on flipped labels, as a FULL negative fine-tune. The rank-8 LoRA
         # (attention only, which the tiny UNet has at two levels) barely moved the unconditional branch:
         # oracle win 0.47-0.53 on tiny-train for lr 1e-4/3e-4, β 2500-10000, 300/600 steps, 64 pairs;
-        # full fine-tune 0.70 / 0.64 (seeds 0 / 1), world v3.
+        # full fine-tune 0.70 / 0.64 (seeds 0 / 1), world v3, before the flip (TINY_DATA, methods/core/pairs.py).
         "tiny": {"guidance_scale": 5.0, "beta": 5000.0, "lr": 1e-5, "steps": 300, "batch_pairs": 16,
-                 "warmup_steps": 30, "lora_rank": 0},
+                 "warmup_steps": 30, "lora_rank": 0, **TINY_DATA},
         # DPO-DPO-NPO/run_sd15.sh: β 500 (HF-1.5 = β_SF 1000), lr 5e-6 constant, rank 8, batch 64,
-        # fp16 + 8-bit AdamW, seed 0; gen.py: CFG 7.5, merge_weight 0.
+        # fp16 + 8-bit AdamW, seed 0; gen.py: CFG 7.5, merge_weight 0. train_sd15.py flips each image on its
+        # own (RandomHorizontalFlip per image, :671, :681) and samples the posterior (:811-814).
         "sd15": {"guidance_scale": 7.5, "beta": 1000.0, "lr": 5e-6, "steps": 2000, "batch_pairs": 64,
-                 "micro_batch_pairs": 16, "warmup_steps": 0, "lora_rank": 8, "optimizer": "adamw8bit"},
+                 "micro_batch_pairs": 16, "warmup_steps": 0, "lora_rank": 8, "optimizer": "adamw8bit",
+                 "random_flip": "image", "latent_sample": True},
         # DPO-DPO-NPO/run_sdxl.sh: β_SF 2000 (train_sdxl.py has the 0.5), lr 5e-6 constant, rank 8,
-        # batch 30/GPU × accum 2, gradient checkpointing; gen_xl.sh: CFG 5.
+        # batch 30/GPU × accum 2, gradient checkpointing, 8-bit AdamW (--use_8bit_adam); gen_xl.sh: CFG 5.
+        # train_sdxl.py flips the channel-stacked pair with one coin (:805) and samples the posterior (:952-955).
         "sdxl": {"guidance_scale": 5.0, "beta": 2000.0, "lr": 5e-6, "steps": 2000, "batch_pairs": 60,
-                 "micro_batch_pairs": 30, "warmup_steps": 0, "lora_rank": 8, "gradient_checkpointing": True},
+                 "micro_batch_pairs": 30, "warmup_steps": 0, "lora_rank": 8, "optimizer": "adamw8bit",
+                 "gradient_checkpointing": True, "random_flip": "pair", "latent_sample": True},
     }
 
     def needs(self) -> frozenset[str]:

@@ -30,7 +30,7 @@ import torch
 from methods.core.api import TrainContext
 from methods.core.diffusion import latent_shape
 from methods.core.dpo_loss import DPOConfig, dpo_loss
-from methods.core.pairs import PairErrors, train_pairs
+from methods.core.pairs import TINY_DATA, PairErrors, train_pairs
 from methods.core.training import TrainedUNetMethod
 from methods.core.types import PAIRS
 
@@ -77,17 +77,19 @@ class DiffusionSDPO(TrainedUNetMethod):
     defaults = {
         # tiny world: dpo's tiny values plus μ of the SD1.5 script, so that the two differ only by λ.
         "tiny": {"guidance_scale": 5.0, "beta": 5000.0, "mu": 0.9, "lr": 1e-5, "steps": 300, "batch_pairs": 16,
-                 "warmup_steps": 30, "prompt_dropout": 0.2},
+                 "warmup_steps": 30, "prompt_dropout": 0.2, **TINY_DATA},
         # scripts/train/sd15_diffusion_dpo.sh: β 5000, μ 0.9, lr 1e-8 × 2048 (scale_lr), bf16, AdamW,
         # 2000 steps, batch 8/GPU × accum 32 × 8 GPUs = 2048 pairs, constant_with_warmup 500.
         # Guidance: the eval scripts use "cfg 7.5" as ε_c + s(ε_c − ε_u), i.e. diffusers g = 8.5.
+        # train.py (both models): each image flipped on its own (:818, :835), a posterior sample (:1085).
         "sd15": {"guidance_scale": 8.5, "beta": 5000.0, "mu": 0.9, "lr": 2.048e-5, "steps": 2000,
-                 "batch_pairs": 2048, "micro_batch_pairs": 8, "warmup_steps": 500, "optimizer": "adamw"},
+                 "batch_pairs": 2048, "micro_batch_pairs": 8, "warmup_steps": 500, "optimizer": "adamw",
+                 "random_flip": "image", "latent_sample": True},
         # scripts/train/sdxl_diffusion_dpo.sh: β 5000, μ 0.6, lr 1e-9 × 2048 (scale_lr), Adafactor (forced)
         # and gradient checkpointing, 2000 steps, 2048 pairs, warmup 500; eval "cfg 7.5" = diffusers g 8.5.
         "sdxl": {"guidance_scale": 8.5, "beta": 5000.0, "mu": 0.6, "lr": 2.048e-6, "steps": 2000,
                  "batch_pairs": 2048, "micro_batch_pairs": 8, "warmup_steps": 500, "optimizer": "adafactor",
-                 "gradient_checkpointing": True},
+                 "gradient_checkpointing": True, "random_flip": "image", "latent_sample": True},
     }
 
     def needs(self) -> frozenset[str]:

@@ -38,8 +38,11 @@ def test_config_and_validation():
     cfg = ContrastiveConfig()
     assert (cfg.variant, cfg.strength, cfg.keep_ties) == ("cpgd", 10.0, False)
     assert "strength" not in cfg.train_fields() and "variant" in cfg.train_fields()
-    assert ContrastiveGuidance(cfg).requires() == []
-    assert ContrastiveGuidance(ContrastiveConfig(variant="pgd")).requires() == ["dpo"]
+    assert ContrastiveGuidance(cfg).requires() == [] == ContrastiveGuidance(ContrastiveConfig(variant="pgd")).requires()
+    # scripts/train_sdxl_pgd.sh: PGD's DPO module at 1e-9 × 2048, ten times below dpo's launcher lr
+    sdxl = ContrastiveConfig(**ContrastiveGuidance.defaults["sdxl"], variant="pgd")
+    assert (sdxl.lr, sdxl.beta, sdxl.warmup_steps) == (2.048e-6, 5000.0, 200)
+    assert sdxl.lr == METHODS.get("dpo").defaults["sdxl"]["lr"] / 10
     for values, message in [({"variant": "cfg"}, "available: cpgd, pgd"), ({"strength": -1.0}, "strength"),
                             ({"keep_ties": True}, "keep_ties")]:
         with pytest.raises(ValueError, match=message):
@@ -121,13 +124,16 @@ def test_cpgd_step_is_three_batched_calls_and_matches_the_formula(pipe_name, req
         method.denoiser(pipe, None, artifacts)
 
 
-def test_pgd_uses_the_dpo_unet_in_two_calls(tiny_sd, tmp_path, monkeypatch):
+def test_pgd_trains_a_dpo_module_and_guides_with_it_in_two_calls(tiny_sd, tmp_path, monkeypatch):
     method = ContrastiveGuidance(short_config(ContrastiveGuidance, variant="pgd", strength=2.0, guidance_scale=4.0))
-    artifacts = train_method(method, tiny_sd, tmp_path)  # trains dpo first; pgd itself trains nothing
-    assert not any((tmp_path / "contrastive").iterdir())
+    logs: list = []
+    artifacts = train_method(method, tiny_sd, tmp_path, logs)  # stacks on nothing: its own DPO module
+    assert (tmp_path / "contrastive" / "unet").is_dir() and not (tmp_path / "contrastive" / "positive").exists()
+    assert {"implicit_acc", "err_w", "err_l"} <= set(logs[0][1])  # the DPO objective, not SFT
+    assert logs[0][1]["loss"] == pytest.approx(0.6931, abs=1e-4)  # the module starts at the reference
     calls = _count_calls(monkeypatch)
     den = method.denoiser(tiny_sd, artifacts("contrastive"), artifacts)
-    dpo = load_trained_unet(tiny_sd, artifacts("dpo"))
+    dpo = load_trained_unet(tiny_sd, artifacts("contrastive"))
     x, t, c, u = _probe(tiny_sd)
     with torch.no_grad():
         got = den(x, t, c, u)
@@ -136,6 +142,8 @@ def test_pgd_uses_the_dpo_unet_in_two_calls(tiny_sd, tmp_path, monkeypatch):
         base = [D.unet_eps(tiny_sd.unet, x, t, v) for v in (u, c)]
         pgd = [b + 2.0 * (D.unet_eps(dpo, x, t, v) - b) for b, v in zip(base, (u, c))]
     torch.testing.assert_close(got, D.cfg(*pgd, 4.0), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"contrastive \(pgd\) samples with its DPO module: train it first"):
+        method.denoiser(tiny_sd, None, artifacts)
 
 
 def test_guidance_one_evaluates_only_the_conditional_rows(tiny_sd, tmp_path, monkeypatch):

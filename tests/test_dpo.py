@@ -127,8 +127,8 @@ def test_prompt_dropout_and_batches_are_deterministic(tiny_sd):
     assert all(torch.equal(dropped.embeds[i], data.cond.embeds[i]) for i, r in enumerate(rows) if not r)
 
     def ids(seed):
-        it = P.iterate_pairs(data, 4, torch.Generator().manual_seed(seed))
-        return [tuple(next(it).latents_w[:, 0, 0, 0].tolist()) for _ in range(3)]
+        it = P.pair_batches(data, 4, torch.Generator().manual_seed(seed))
+        return [tuple(data.latents_w[next(it), 0, 0, 0].tolist()) for _ in range(3)]
 
     assert ids(0) == ids(0) != ids(1)
     draws, every = sum(ids(0), ()), sorted(data.latents_w[:, 0, 0, 0].tolist())

@@ -13,6 +13,7 @@ from method_helpers import make_context, pair_data, short_config, train_method
 import methods.npo as npo_module
 from methods.core.diffusion import cfg, encode_prompts, encode_uncond, unet_eps
 from methods.core.training import load_trained_unet
+from methods.core.types import POSTERIOR_FIELDS, Cond, PairData
 from methods.npo import DiffusionNPO, NPOConfig, flip_pairs, negative_weights
 
 
@@ -30,6 +31,27 @@ def test_flip_pairs_swaps_labelled_pairs_and_keeps_ties(tiny_sd):
     data.label[0] = 0.0
     with pytest.raises(ValueError, match="1.0 .* or 0.5"):
         flip_pairs(data)
+
+
+def test_flip_pairs_swaps_every_cached_view():
+    """The posterior std and the flipped image's encoding move with their image (bench/prefdata.py caches them)."""
+    g = torch.Generator().manual_seed(0)
+    views = {name: torch.randn(2, 1, 2, 2, generator=g) for name in ("latents_w", "latents_l", *POSTERIOR_FIELDS)}
+    data = PairData(cond=Cond(torch.zeros(2, 1, 1)), label=torch.tensor([1.0, 0.5]), captions=["a", "b"], **views)
+    flipped = flip_pairs(data)
+    for w_name in ("latents_w", "std_w", "flipped_w", "flipped_std_w"):
+        l_name = w_name[:-1] + "l"
+        assert torch.equal(getattr(flipped, w_name)[0], views[l_name][0]), w_name  # labelled: swapped
+        assert torch.equal(getattr(flipped, l_name)[0], views[w_name][0]), l_name
+        assert torch.equal(getattr(flipped, w_name)[1], views[w_name][1]), w_name  # tie: as stored
+
+
+def test_real_defaults_follow_the_official_scripts():
+    sd15, sdxl = (NPOConfig(**DiffusionNPO.defaults[m]) for m in ("sd15", "sdxl"))
+    assert sd15.optimizer == sdxl.optimizer == "adamw8bit"  # run_sd15.sh, run_sdxl.sh: --use_8bit_adam
+    assert DiffusionNPO(sdxl).packages() == {"bitsandbytes": "optimizer 'adamw8bit'"}
+    # train_sd15.py flips each image on its own, train_sdxl.py the stacked pair; both sample the posterior
+    assert (sd15.random_flip, sdxl.random_flip, sd15.latent_sample, sdxl.latent_sample) == ("image", "pair", True, True)
 
 
 def test_negative_weights_hand_computed():

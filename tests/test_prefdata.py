@@ -115,6 +115,32 @@ def test_encode_pairs_matches_direct_encoding(tiny_sdxl, tmp_path):
     assert data.cond.added["time_ids"].shape == (2, 6) and data.cond.added["text_embeds"].shape == (2, 16)
 
 
+def test_cache_holds_each_image_and_its_flip_posterior(tiny_sd, tmp_path):
+    """For each image of a pair: the posterior mean and std of its pixels and of its mirrored pixels (the
+    official code flips pixels before the VAE, train.py:760), kept through the cache."""
+    from methods.core.diffusion import encode_images
+
+    left_right = Image.new("RGB", (16, 16), (250, 20, 20))
+    left_right.paste((10, 40, 230), (0, 0, 5, 16))  # a blue band on the left only: not mirror-symmetric
+    rows = [{"caption": "a cat", "jpg_0": _img(10, (16, 16)), "jpg_1": left_right, "label_0": 0.0, "label_1": 1.0}]
+    pairs = read_pickapic(write_pickapic(tmp_path / "s.parquet", rows))
+    data = prefdata.encode_pairs(tiny_sd, pairs, "cpu", 16, tmp_path / "cache")
+    px = prefdata.to_pixels(left_right, 16)[None]  # the winner (image_1 won)
+    assert not torch.equal(px, px.flip(-1))
+    vae, scale = tiny_sd.vae, tiny_sd.vae.config.scaling_factor
+    with torch.no_grad():
+        std, std_flipped = (vae.encode(x).latent_dist.std * scale for x in (px, px.flip(-1)))
+    torch.testing.assert_close(data.latents_w, encode_images(vae, px))
+    torch.testing.assert_close(data.flipped_w, encode_images(vae, px.flip(-1)))  # the flipped pixels' encoding
+    torch.testing.assert_close(data.std_w, std)
+    torch.testing.assert_close(data.flipped_std_w, std_flipped)
+    assert (data.std_w > 0).all() and not torch.allclose(data.flipped_w, data.latents_w.flip(-1))  # not a latent flip
+    again = prefdata.encode_pairs(tiny_sd, pairs, "cpu", 16, tmp_path / "cache")  # from the cache
+    for name in ("latents_w", "latents_l", "std_w", "std_l", "flipped_w", "flipped_l", "flipped_std_w",
+                 "flipped_std_l"):
+        assert torch.equal(getattr(again, name), getattr(data, name)), name
+
+
 def test_encode_images_data(tiny_sd, tmp_path):
     pairs = read_pickapic(write_pickapic(tmp_path / "s.parquet", _rows()))
     winners = pairs.winners()

@@ -107,7 +107,7 @@ def test_bench_run_in_bf16_finishes_and_records_its_precision(tiny_sd_dir, tmp_p
     ("dpo", [], "dpo trains on pairs: pass --set data.pickapic=PATH"),
     ("self_npo", ["self_npo.optimizer=adamw"], "self_npo trains on images: pass --set data.captioned=PATH"),
     ("tailorpo", ["data.pickapic={data}"], "reward 'pickscore' is missing files"),  # its in-loop reward
-    ("contrastive", ["contrastive.variant=pgd"], "dpo trains on pairs"),  # pgd trains nothing; its dpo does
+    ("contrastive", ["contrastive.variant=pgd"], "contrastive trains on pairs"),  # pgd trains its own dpo module
 ])
 def test_preflight_asks_for_what_each_method_declares_it_needs(tiny_sd_dir, tmp_path, monkeypatch, method, sets,
                                                                 needle):

@@ -46,9 +46,13 @@ def test_loop_config_checks_name_the_field(cls, field, value, message):
 def test_each_config_keeps_exactly_its_fields():
     """Every field goes into the run's identity: a config inherits only the loop fields it always had."""
     loop = {"guidance_scale", "lr", "steps", "weight_decay", "grad_clip", "seed"}
+    dpo = loop | {"warmup_steps", "optimizer", "gradient_checkpointing", "batch_pairs", "micro_batch_pairs",
+                  "keep_ties", "prompt_dropout", "lora_rank", "random_flip", "latent_sample", "beta", "beta_convention"}
     want = {
-        "dpo": loop | {"warmup_steps", "optimizer", "gradient_checkpointing", "batch_pairs", "micro_batch_pairs",
-                       "keep_ties", "prompt_dropout", "lora_rank", "beta", "beta_convention"},
+        "dpo": dpo,
+        "sdpo": dpo | {"mu"},
+        "npo": dpo | {"stack_on", "merge_weight"},
+        "contrastive": dpo | {"variant", "strength"},  # beta: pgd's DPO module
         "self_npo": loop | {"optimizer", "gradient_checkpointing", "teacher_steps", "grid_steps", "teacher_guidance",
                             "ema_decay", "huber_c", "batch_size", "micro_batch", "neg_weight"},
         "tailorpo": loop | {"warmup_steps", "beta", "batch_size", "lora_rank", "rollout_steps", "eta",
@@ -90,10 +94,11 @@ def test_needs_and_packages(method_id):
         assert method.packages() == ({"bitsandbytes": "optimizer 'adamw8bit'"} if eight_bit else {}), family
 
 
-def test_pgd_needs_nothing_and_no_optimizer_package():
+def test_pgd_trains_its_dpo_module_on_pairs_with_its_optimizer():
     cls = METHODS.get("contrastive")
     pgd = cls(cls.Config(variant="pgd", optimizer="adamw8bit"))
-    assert pgd.needs() == frozenset() and pgd.packages() == {}  # it trains nothing: dpo's UNet is the module
+    assert pgd.needs() == frozenset({PAIRS}) and pgd.requires() == []  # its own DPO module, not dpo's
+    assert pgd.packages() == {"bitsandbytes": "optimizer 'adamw8bit'"}
     assert cls(cls.Config(optimizer="adamw8bit")).packages() == {"bitsandbytes": "optimizer 'adamw8bit'"}
 
 

@@ -1,7 +1,8 @@
 """Training on preference pairs, shared by the Diffusion-DPO family (dpo, sdpo, npo, ...).
 
-One copy of: the deterministic mini-batch stream over ``PairData``, prompt dropout, the per-pair
-noise and timestep (shared by winner and loser, methods.md §0.2), the policy/reference errors, and
+One copy of: the deterministic mini-batch stream over ``PairData``, prompt dropout, the training
+latents of each use (a random horizontal flip and a VAE posterior sample, ``draw_latents``), the
+per-pair noise and timestep (shared by winner and loser, methods.md §0.2), the policy/reference errors, and
 ``train_pairs``, the pair loop on the training kit (methods/core/training.py: optimizer, warmup,
 LoRA, the optimizer step, saving the artifact). A method supplies only its loss:
 ``loss_fn(errors: PairErrors) -> (loss, logs)``, and, where it regresses something other than both
@@ -40,6 +41,9 @@ class PairErrors(NamedTuple):
     target: torch.Tensor  # (2B, C, h, w) regression target (the shared noise ε for ε-prediction)
 
 
+FLIPS = ("image", "pair", "none")  # random_flip: a coin per image, one per pair (both images), no flip
+TINY_DATA = {"random_flip": "image", "latent_sample": False}  # the pair methods' tiny defaults (PairTrainConfig)
+
 LossFn = Callable[[Any], tuple[torch.Tensor, dict[str, float]]]  # errors_fn's result -> (loss, logs)
 # (policy, reference or None, micro-batch, noise scheduler, generator) -> what loss_fn sees
 ErrorsFn = Callable[[Any, Any, PairData, Any, torch.Generator], Any]
@@ -55,10 +59,23 @@ class PairTrainConfig(WarmupConfig, OptimizerConfig):
     keep_ties: bool = False  # official code drops label_0 == 0.5
     prompt_dropout: float = 0.2  # proportion_empty_prompts
     lora_rank: int = 0  # 0: full fine-tune (official); > 0: LoRA r = alpha on to_q/k/v/out.0 (diffusers)
+    # Data augmentation of each use of a pair, as the official train.py (``draw_latents``). The tiny world
+    # keeps the flip: a mirror image has the same caption (every shape is symmetric about the vertical
+    # axis, the triangle points up, tilt and offset ranges are symmetric) and the same oracle utility
+    # (centring, sharpness, saturation, cleanliness are mirror-invariant). Checked on 1440 renders and the
+    # 2000 shipped tiny-pickapic pairs: utility(x) and utility(flip(x)) differ by < 1e-6, every pair keeps
+    # its order under each flip combination, the fidelity classifier agrees on 99.93% of flipped renders.
+    # The tiny defaults (TINY_DATA) turn latent_sample off: the tiny base UNet was pretrained on posterior
+    # means (bench/tiny/pretrain.py encode_latents), unlike SD's, and the tiny VAE's posterior std is not
+    # small (0.14 on average, up to 0.53, on latents of unit std; 256 renders), so samples would be
+    # latents its base never saw.
+    random_flip: str = "image"  # image | pair | none: horizontal flip, a fair coin per image (train.py:760)
+    latent_sample: bool = True  # z = mean + std·ε at each use (train.py:1028 latent_dist.sample()); False: mean
 
     def validate(self) -> None:
         super().validate()
         check_all([
+            (self.random_flip in FLIPS, f"unknown random_flip {self.random_flip!r}; available: {', '.join(FLIPS)}"),
             (self.batch_pairs >= 1, f"batch_pairs must be >= 1, got {self.batch_pairs}"),
             (0 <= self.micro_batch_pairs <= self.batch_pairs,
              f"micro_batch_pairs must be in [0, batch_pairs={self.batch_pairs}], got {self.micro_batch_pairs}"),
@@ -72,8 +89,7 @@ class PairTrainConfig(WarmupConfig, OptimizerConfig):
 
 
 def subset(data: PairData, idx: torch.Tensor) -> PairData:
-    return PairData(data.latents_w[idx], data.latents_l[idx], data.cond.index(idx), data.label[idx],
-                    [data.captions[i] for i in idx.tolist()])
+    return data.index(idx)
 
 
 def drop_ties(data: PairData) -> PairData:
@@ -81,12 +97,55 @@ def drop_ties(data: PairData) -> PairData:
     return data if len(keep) == len(data) else subset(data, keep)
 
 
-def iterate_pairs(data: PairData, batch_pairs: int, generator: torch.Generator) -> Iterator[PairData]:
-    """Endless mini-batches of ``batch_pairs`` pairs (``index_batches`` over the pairs)."""
+def pair_batches(data: PairData, batch_pairs: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless (batch_pairs,) indices into the pairs (``index_batches``: shuffled epochs cut into batches)."""
     if len(data) == 0:
         raise ValueError("no preference pairs to train on")
-    for idx in index_batches(len(data), batch_pairs, generator):
-        yield subset(data, idx)
+    return index_batches(len(data), batch_pairs, generator)
+
+
+def draw_latents(data: PairData, idx: torch.Tensor, generator: torch.Generator, flip: str,
+                 posterior: bool) -> PairData:
+    """The training latents of pairs ``idx`` for one use: a PairData of B = len(idx) point latents.
+
+    As the official Diffusion-DPO train.py (SalesforceAIResearch/DiffusionDPO @5233e75), where every
+    use of a pair re-runs the data transforms and the VAE:
+    - flip: ``RandomHorizontalFlip()`` in ``train_transforms`` (train.py:760, on unless ``--no_hflip``,
+      which no launcher passes), applied to each image of the pair on its own (``preprocess_train``,
+      train.py:772-777, the same for SD1.5 and SDXL): ``flip="image"``, one fair coin per image.
+      Diffusion-NPO's SDXL script flips the channel-stacked pair with one coin (DPO-DPO-NPO/
+      train_sdxl.py:805 @a14f1db): ``flip="pair"``. ``"none"`` draws nothing.
+    - posterior: ``vae.encode(x).latent_dist.sample() * scaling_factor`` (train.py:1028-1029), i.e.
+      z = mean + std·ε with the cached scaled mean and std of the (flipped) image; False: the mean.
+
+    Draws from ``generator``, in this order: the coins (``torch.rand`` (B, 2) winner, loser for "image";
+    (B,) for "pair"), flipped where < 0.5; then ε (``torch.randn`` (B, 2, C, h, w), winner, loser).
+    Both off: the cached means exactly, and nothing drawn. Pairs without a posterior (synthetic, see
+    PairData) have std 0: z is the mean, but ε is still drawn, so the generator advances the same way.
+    """
+    b = len(idx)
+    if flip == "image":
+        coins = torch.rand(b, 2, generator=generator) < 0.5  # (B, 2) winner, loser
+    elif flip == "pair":
+        coins = (torch.rand(b, generator=generator) < 0.5).unsqueeze(1).expand(b, 2)  # (B, 2) one per pair
+    elif flip == "none":
+        coins = torch.zeros(b, 2, dtype=torch.bool)
+    else:
+        raise ValueError(f"unknown flip {flip!r}; available: {', '.join(FLIPS)}")
+    eps = torch.randn((b, 2, *data.latents_w.shape[1:]), generator=generator) if posterior else None
+    latents = []
+    for k, side in enumerate(("w", "l")):
+        z, std = data.image(side, False, idx)  # (B, C, h, w) each; std None: no posterior
+        if coins[:, k].any():
+            mask = coins[:, k].view(-1, *[1] * (z.ndim - 1))  # (B, 1, 1, 1)
+            z_flip, std_flip = data.image(side, True, idx)
+            z = torch.where(mask, z_flip, z)
+            std = None if std is None else torch.where(mask, std_flip, std)
+        if eps is not None and std is not None:
+            z = z + std * eps[:, k]
+        latents.append(z)
+    return PairData(latents[0], latents[1], data.cond.index(idx), data.label[idx],
+                    [data.captions[i] for i in idx.tolist()])
 
 
 def prompt_dropout(cond: Cond, empty: Cond, p: float, generator: torch.Generator) -> Cond:
@@ -103,8 +162,7 @@ def prompt_dropout(cond: Cond, empty: Cond, p: float, generator: torch.Generator
 
 
 def to_device(batch: PairData, device: torch.device) -> PairData:
-    return PairData(batch.latents_w.to(device, torch.float32), batch.latents_l.to(device, torch.float32),
-                    batch.cond.to(device), batch.label.to(device), batch.captions)
+    return batch.to(device, torch.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,14 +241,18 @@ def train_pairs(ctx: TrainContext, cfg: Any, loss_fn: LossFn, errors_fn: ErrorsF
     trainer = Trainer(ctx, cfg, params, cfg.optimizer, cfg.warmup_steps)
     noise_sched = train_scheduler(pipe)
     empty = encode_prompts(pipe, [""], device)  # the official dropout encodes the literal "" caption
-    batches = iterate_pairs(data, cfg.batch_pairs, gen)
+    batches = pair_batches(data, cfg.batch_pairs, gen)
 
     def parts() -> Iterator[Part]:
-        batch = next(batches)  # every process draws the whole batch and its dropout: same generator state
-        batch.cond = prompt_dropout(batch.cond, empty, cfg.prompt_dropout, gen)
+        idx = next(batches)  # every process draws the whole batch and its dropout: same generator state
+        cond = prompt_dropout(data.cond.index(idx), empty, cfg.prompt_dropout, gen)
         for lo, n, weight in micros:  # n pairs in this micro-batch, over all processes
             mine = dist.rows(n)
-            part = to_device(subset(batch, torch.arange(lo + mine.start, lo + mine.stop)), device)
+            rows = slice(lo + mine.start, lo + mine.stop)
+            with dist.draws(gen, n):  # drawn for all n pairs, this process's rows kept
+                part = draw_latents(data, idx[rows], gen, cfg.random_flip, cfg.latent_sample)
+            part.cond = cond.index(rows)
+            part = to_device(part, device)
             with trainer.autocast(), dist.draws(gen, n):
                 errors = errors_fn(policy, ref, part, noise_sched, gen)
             errors = gather_errors(dist, errors, n)
