@@ -284,6 +284,12 @@ def _with_matched_bases(runs: list[RunSpec], model: models.ModelSpec, revision: 
     return runs + added
 
 
+def _verifier(run: RunSpec, model: models.ModelSpec) -> str | None:
+    """The reward that picks among the run's candidate images (best-of-n), or None."""
+    method = run.cls(run.cfg)
+    return method.verifier(model.defaults.loop_reward) if len(method.candidate_seeds(0)) > 1 else None
+
+
 def _reward_relations(run: RunSpec, runs: list[RunSpec], model: models.ModelSpec,
                       rewards: list[str]) -> tuple[tuple[str, str, str], ...]:
     """The rewards ``run`` is not held out from: the in-loop reward it optimised (trained-on), rewards learned
@@ -299,6 +305,9 @@ def _reward_relations(run: RunSpec, runs: list[RunSpec], model: models.ModelSpec
         if REWARD in needs:
             loop = model.defaults.loop_reward
             out[loop] = ("trained-on", f"{run.method} optimised it during training (its in-loop reward)")
+    verifier = _verifier(run, model)
+    if verifier is not None:
+        out[verifier] = ("trained-on", f"{run.method} keeps the candidate it scores best")
     by_id = {r.run_id: r for r in runs}
     for method, parent_id in run.parent_runs:
         for rid, relation, why in by_id[parent_id].reward_relations or _reward_relations(by_id[parent_id], runs,
@@ -319,6 +328,12 @@ def preflight(plan: Plan) -> None:
         _check_reward(plan, rid)
     for r in plan.runs:
         method = r.cls(r.cfg)
+        verifier = _verifier(r, plan.model)
+        if verifier is not None:
+            if verifier not in REWARDS.available():
+                raise UsageError(f"{r.method}: unknown verifier {verifier!r}; available: "
+                                 f"{', '.join(REWARDS.available())}")
+            _check_reward(plan, verifier)
         for package, why in method.packages().items():
             if importlib.util.find_spec(package) is None:
                 raise UsageError(f"{r.method} trains with {why}, which needs the {package} package: pip install "

@@ -39,6 +39,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
 from bench import integrity
@@ -80,6 +81,7 @@ class Runner:
         self._pipe: Any = None
         self._world: list[WorldFiles | None] = []  # the tiny world's files, once ensured
         self._verified: dict[Path, tuple] = {}  # artifact folder -> its files' signature when found intact
+        self._verifiers: dict[str, Any] = {}  # reward id -> the loaded reward that picks best-of-n candidates
         self.inputs = TrainingInputs(plan, self.pipe, self.world, self.progress, procs)
 
     # -- shared resources, loaded once and only when needed ---------------------------------------
@@ -301,9 +303,31 @@ class Runner:
     def _draw(self, spec: planning.RunSpec, pipe: Any, denoise: Any, chunk: list) -> list[dict[str, Any]]:
         suite = self.plan.suite
         seeds = [diffusion.seed_for(suite.name, p.prompt_id, s) for p, s in chunk]
-        images = diffusion.generate(pipe, denoise, [p.text for p, _ in chunk], seeds, spec.sampler.steps,
-                                    spec.sampler.name)
-        return [self._write_png(spec, p, s, im) for (p, s), im in zip(chunk, diffusion.to_pil(images))]
+        prompts = [p.text for p, _ in chunk]
+        method = spec.cls(spec.cfg)
+        candidates = [method.candidate_seeds(s) for s in seeds]
+        n = len(candidates[0])
+        images = diffusion.to_pil(diffusion.generate(pipe, denoise, [t for t in prompts for _ in range(n)],
+                                                     [c for cs in candidates for c in cs], spec.sampler.steps,
+                                                     spec.sampler.name))
+        if n > 1:  # best-of-n: the verifier keeps one candidate per image (the first on a tie)
+            verifier = self._verifier(method.verifier(self.plan.model.defaults.loop_reward))
+            values = np.asarray(verifier.score(images, [t for t in prompts for _ in range(n)]), dtype=np.float64)
+            values = values.reshape(len(chunk), n) * (1 if verifier.higher_is_better else -1)
+            if not np.all(np.isfinite(values)):
+                raise RunFailed(f"verifier {verifier.id} gave a non-finite score to a candidate of {spec.method}")
+            images = [images[i * n + int(k)] for i, k in enumerate(values.argmax(axis=1))]
+        return [self._write_png(spec, p, s, im) for (p, s), im in zip(chunk, images)]
+
+    def _verifier(self, reward_id: str) -> Any:
+        """The loaded reward that picks among a best-of-n run's candidates (loaded once)."""
+        if reward_id not in self._verifiers:
+            weights = self.plan.reward_weights(reward_id)
+            with self.procs.main_first():
+                if weights is not None and not weights.exists():
+                    self.inputs.ensure_reward_weights(reward_id)
+            self._verifiers[reward_id] = REWARDS.get(reward_id)(weights, self.plan.device).load()
+        return self._verifiers[reward_id]
 
     def _write_png(self, spec: planning.RunSpec, prompt, seed: int, image) -> dict[str, Any]:
         buf = io.BytesIO()

@@ -107,6 +107,15 @@ class Method:
     def train(self, ctx: TrainContext) -> None:
         """Learn and write the artifact into ``ctx.out_dir``. Methods with ``trains = False`` keep this."""
 
+    def candidate_seeds(self, seed: int) -> list[int]:
+        """The initial-noise seeds of the images drawn for the image of ``seed``; with more than one, the
+        ``verifier`` keeps one (best-of-N). Default: the seed itself."""
+        return [seed]
+
+    def verifier(self, loop_reward: str) -> str | None:
+        """The reward id that picks among ``candidates``; ``loop_reward`` is the model family's in-loop reward."""
+        return None
+
     def denoiser(self, pipe: Any, artifact: Path | None, artifacts: Callable[[str], Path]) -> Denoiser:
         """Return the per-step noise prediction rule. Default: CFG with the pipeline's UNet."""
         return cfg_denoiser(pipe.unet, pipe.unet, self.cfg.guidance_scale)
