@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 a failure during work (the failing run is recorded in t
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
@@ -192,7 +193,7 @@ def _names(text: str | None, stored) -> list[str] | None:
 
 
 @app.command("list")
-def list_(what: Annotated[str, typer.Argument(help="methods, models, suites or rewards")]) -> None:
+def list_(what: Annotated[str, typer.Argument(help="methods, models, suites, rewards or checkpoints")]) -> None:
     """List what is registered."""
     from bench import models, suites
     from bench.registry import METHODS, REWARDS
@@ -205,6 +206,7 @@ def list_(what: Annotated[str, typer.Argument(help="methods, models, suites or r
         "models": lambda: [(m, "built locally (tiny world)" if m in models.TINY_PRESETS else models.HUB_ALIASES[m])
                            for m in models.available()],
         "suites": suites.catalogue,
+        "checkpoints": _checkpoint_rows,
     }
     if what not in tables:
         _fail_usage(UsageError(f"unknown list {what!r}; available: {', '.join(tables)}"))
@@ -213,6 +215,51 @@ def list_(what: Annotated[str, typer.Argument(help="methods, models, suites or r
     for name, info in tables[what]():
         table.add_row(name, info)
     Console().print(table)
+
+
+def _checkpoint_rows() -> list[tuple[str, str]]:
+    """Published checkpoints: what they are, the authors' sampler, whether the layout was checked, the fetch."""
+    from bench import checkpoints
+
+    return [(r["name"], f"{r['repo']}: {r['method']} on {r['base']}, {r['format']}, {r['paper']}, licence "
+                        f"{r['license']}\nauthors' sampler: {r['sampler']} ({r['sampler_source']})"
+                        + (f"\nmerge weight {r['merge_weight']}" if r["merge_weight"] else "")
+                        + f"\nlayout checked: {r['checked']} ({r['check_note']})\nfetch: {r['fetch']}")
+            for r in checkpoints.rows()]
+
+
+@app.command()
+def export(
+    run_id: Annotated[str, typer.Argument(help="A trained run's run_id (the runs table).")],
+    out: Annotated[Path, typer.Option(help="A new folder to write the weights, model card and manifest into.")],
+    db: Annotated[Path, typer.Option(help="DuckDB file the run is stored in.")] = DEFAULT_DB,
+) -> None:
+    """Write a trained run's weights in the layout diffusers loads (UNet2DConditionModel.from_pretrained(out,
+    subfolder="unet") or pipe.load_lora_weights(out)), with a model card; evaluate it back with
+    `bench run --methods METHOD@OUT`."""
+    from rich.markup import escape
+
+    from bench import export as exporting
+    from bench.store import Store, StoreError
+
+    try:
+        store = Store(db, read_only=True)
+        found = store.query("SELECT method, model, artifact_hash, config_json FROM runs WHERE run_id = ?", [run_id])
+        if found.empty:
+            raise UsageError(f"no run {run_id!r} in {db}")
+        row = found.iloc[0]
+        if str(row["artifact_hash"] or "").startswith("published-") or "@" in row["method"]:
+            raise UsageError(f"run {run_id} sampled published weights; it has no trained artifact to export")
+        artifact = store.root / "checkpoints" / f"{row['method']}-{row['artifact_hash']}"
+        if not artifact.is_dir():
+            raise UsageError(f"run {run_id} ({row['method']}) has no trained artifact at {artifact}: it trains "
+                             "nothing, or its checkpoint was deleted (bench run trains it again)")
+        config = json.loads(row["config_json"]) if row["config_json"] else None
+        path = exporting.export(artifact, out, method=row["method"], base_model=row["model"], config=config)
+    except (UsageError, StoreError, exporting.ExportError) as e:
+        _fail_usage(UsageError(escape(str(e))))
+    console.print(f"exported {run_id} to {path}; evaluate it back with: bench run --methods {row['method']}@{path}",
+                  markup=False, highlight=False)
 
 
 @app.command()

@@ -52,12 +52,25 @@ class RunSpec:
     arm: str = ""  # runs that differ only in training seed share it (replicates); a lone run: its run_id
     parent_runs: tuple[tuple[str, str], ...] = ()  # (method, run_id) of the runs it stacks on, same train seed
     reward_relations: tuple[tuple[str, str, str], ...] = ()  # (reward, relation, reason): not held out from it
+    weights: Any = None  # bench.published.Weights: published weights sampled instead of training (METHOD@WEIGHTS)
+    weights_source: dict[str, Any] | None = field(default=None, hash=False)  # what `runs` says of them
+
+    @property
+    def method_id(self) -> str:
+        """The registered method (``method`` is its label: ``dpo@dpo-sdxl`` for published weights)."""
+        return self.cls.id
+
+    @property
+    def trains(self) -> bool:
+        """Whether this run has a training phase (published weights have none)."""
+        return self.cls.trains and self.weights is None
 
     @property
     def config(self) -> dict[str, Any]:
         return {"method": self.method, "method_config": dataclasses.asdict(self.cfg), "model": self.model.name,
                 "model_revision": self.model_revision, "sampler": dataclasses.asdict(self.sampler),
-                **_precision_key(self.precision)}
+                **_precision_key(self.precision),
+                **({"published_weights": self.weights_source, "trains": False} if self.weights_source else {})}
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -201,7 +214,11 @@ def make_plan(method_names: str | None, model: str, suite: str, seeds: str, rewa
               precision: str = "auto", train_seeds: str | None = None) -> Plan:
     seed_list = parse_seeds(seeds)
     replicate_seeds = parse_seeds(train_seeds, "--train-seeds", MAX_TRAIN_SEEDS) if train_seeds else None
-    chosen = parse_list(method_names, METHODS.available(), "methods") or METHODS.available()
+    items = [x.strip() for x in (method_names or "").split(",") if x.strip()]
+    published = [x for x in items if "@" in x]
+    plain = ",".join(x for x in items if "@" not in x)
+    chosen = (parse_list(plain, METHODS.available(), "methods") if plain
+              else [] if published else [m for m in METHODS.available() if METHODS.get(m).in_default_run])
     try:
         spec = models.resolve(model, vae)
         suite_obj = suites.load(suite)
@@ -248,12 +265,82 @@ def make_plan(method_names: str | None, model: str, suite: str, seeds: str, rewa
     for mid in chosen:
         for seed in replicate_seeds or [None]:
             add(mid, seed)
+    for item in published:
+        run = published_spec(item, spec, revision, sampler, precision, sets)
+        if any(r.run_id == run.run_id for r in specs.values()):
+            raise UsageError(f"--methods names the weights of {item!r} twice")
+        if (run.method, None) in specs:  # two files of one name: the label takes the fingerprint's start
+            run = dataclasses.replace(run, method=f"{run.method}~{run.weights_source['fingerprint'][:6]}")
+        specs[(run.method, None)] = run
     runs = _with_matched_bases(list(specs.values()), spec, revision, sampler, precision, sets, notes)
     runs = [dataclasses.replace(r, reward_relations=_reward_relations(r, runs, spec, reward_list)) for r in runs]
     return Plan(spec, runs, suite_obj, seed_list, reward_list, Path(db), data, device, notes, precision)
 
 
 MAX_TRAIN_SEEDS = 100  # replicates per method: each is a whole training run
+
+
+def published_spec(item: str, model: models.ModelSpec, revision: str, sampler: SamplerConfig, precision: str,
+                   sets: dict[str, dict[str, str]]) -> RunSpec:
+    """The run of ``METHOD@WEIGHTS``: the method's sampling rule with published weights (a catalogue name, a
+    hub repo id in the local cache, a folder or a file) instead of its training. The weights' fingerprint
+    is part of the run's identity; the label ``METHOD@NAME`` is its ``method`` in the store and report."""
+    from bench import checkpoints, published
+
+    method_id, _, source = item.partition("@")
+    if method_id not in METHODS.available():
+        raise UsageError(f"unknown method {method_id!r} in {item!r}; available: {', '.join(METHODS.available())}")
+    cls = METHODS.get(method_id)
+    takes = [m for m in METHODS.available() if getattr(METHODS.get(m), "takes_weights", False)]
+    if not getattr(cls, "takes_weights", False):
+        raise UsageError(f"{item!r}: {method_id} cannot sample published weights; the methods that can: "
+                         f"{', '.join(takes)} (finetuned for a fine-tune that is none of them)")
+    if not source.strip():
+        raise UsageError(f"{item!r}: name the weights after @ (a catalogue name, see `bench list checkpoints`; a "
+                         "hub repo id; a folder or a file)")
+    entry = checkpoints.CATALOGUE.get(source) or _catalogue_by_repo(source)
+    if entry is not None and model.tiny_preset is None and entry.base != model.family:
+        raise UsageError(f"{item!r}: {entry.name} is a {entry.base} checkpoint; pass --model {entry.base}")
+    try:
+        weights = published.locate(entry or source)
+        fingerprint = published.fingerprint(weights)
+    except published.PublishedWeightsError as e:
+        raise UsageError(str(e)) from None
+    cfg = build_config(cls.Config, cls.defaults.get(model.family, {}), sets.get(method_id, {}), method_id)
+    name = entry.name if entry is not None else _weights_name(Path(source.rstrip("/")))
+    identity = {"method": method_id, "cfg": dataclasses.asdict(cfg), "model": revision,
+                "sampler": sampler.key_fields(), "weights": fingerprint, **_precision_key(precision)}
+    model_short = model.name if model.tiny_preset or "/" not in model.name else model.name.split("/")[-1]
+    run_id = f"{method_id}-{Path(model_short).name}-{config_hash(identity)[:8]}"
+    settings = sampler_settings(cfg, sampler)
+    described = {"source": source, "checkpoint": entry.name if entry else None, "layout": weights.layout,
+                 "lora_layout": weights.lora_layout, "fingerprint": fingerprint, "files": weights.relative()}
+    return RunSpec(f"{method_id}@{name}", cls, cfg, model, revision, sampler, run_id=run_id,
+                   artifact_hash=f"published-{fingerprint[:16]}",
+                   sampler_key=config_hash([revision, settings, *_precision_key(precision).values()]),
+                   sample=True, precision=precision, arm=run_id, weights=weights, weights_source=described)
+
+
+GENERIC_WEIGHT_FILES = ("pytorch_lora_weights", "adapter_model", "diffusion_pytorch_model", "model")
+
+
+def _weights_name(path: Path) -> str:
+    """A readable name of local weights: the folder's name, a file's stem (its folder's name for the generic
+    names diffusers and peft write)."""
+    if path.suffix and path.stem in GENERIC_WEIGHT_FILES:
+        return path.parent.name
+    return path.stem if path.suffix else path.name
+
+
+def _catalogue_by_repo(source: str) -> Any:
+    """The catalogue entry of a hub repo id, where exactly one entry has that repo."""
+    from bench import checkpoints
+
+    matches = [c for c in checkpoints.CATALOGUE.values() if c.repo == source]
+    if len(matches) > 1:
+        raise UsageError(f"{source} holds several catalogued checkpoints ({', '.join(c.name for c in matches)}); "
+                         "name one of them after @")
+    return matches[0] if matches else None
 
 
 def _with_train_seed(mid: str, cfg: MethodConfig, seed: int, sets: dict[str, str]) -> MethodConfig:
@@ -295,7 +382,7 @@ def _reward_relations(run: RunSpec, runs: list[RunSpec], model: models.ModelSpec
     """The rewards ``run`` is not held out from: the in-loop reward it optimised (trained-on), rewards learned
     from the preference labels it trained on (same-data), and those of the runs it stacks on."""
     out: dict[str, tuple[str, str]] = {}
-    if run.cls.trains:
+    if run.cls.trains:  # published weights of a trained method: trained on the data the method trains on
         needs = run.cls(run.cfg).needs()
         source = "tiny-pickapic" if model.tiny_preset else "pickapic-v2"  # what PAIRS are (bench/training.py)
         if PAIRS in needs:
@@ -327,6 +414,9 @@ def preflight(plan: Plan) -> None:
     for rid in plan.rewards:
         _check_reward(plan, rid)
     for r in plan.runs:
+        if r.method_id == "finetuned" and r.weights is None:
+            raise UsageError("finetuned evaluates published weights: name them, e.g. --methods finetuned@mapo-sdxl "
+                             "(see `bench list checkpoints`)")
         method = r.cls(r.cfg)
         verifier = _verifier(r, plan.model)
         if verifier is not None:
@@ -334,11 +424,11 @@ def preflight(plan: Plan) -> None:
                 raise UsageError(f"{r.method}: unknown verifier {verifier!r}; available: "
                                  f"{', '.join(REWARDS.available())}")
             _check_reward(plan, verifier)
-        for package, why in method.packages().items():
+        for package, why in (method.packages() if r.trains else {}).items():
             if importlib.util.find_spec(package) is None:
                 raise UsageError(f"{r.method} trains with {why}, which needs the {package} package: pip install "
                                  f"{package}" + (f", or --set {r.method}.optimizer=adamw" if "optimizer" in why else ""))
-        if r.cls.trains:
+        if r.trains:
             _check_training_inputs(plan, r.method, method.needs())
 
 

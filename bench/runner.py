@@ -180,7 +180,7 @@ class Runner:
     def train(self, spec: planning.RunSpec) -> None:
         """Make ``spec``'s artifact present and intact: nothing to do when its files match its manifest;
         else (missing, damaged, unverifiable) it is trained into place, by one process at a time."""
-        if not spec.cls.trains:
+        if not spec.trains:  # nothing to train, or published weights instead
             return
         out = artifact_dir(self.results, spec)
         with self._artifact_lock(spec, out) as built_meanwhile:
@@ -282,8 +282,13 @@ class Runner:
         prompts = {p.prompt_id: p for p in suite.prompts}
         todo = [(prompts[pid], s) for pid, s in keys]
         pipe = self.pipe()
-        artifact = self.artifact(spec) if spec.cls.trains else None  # checked against its manifest first
-        denoise = spec.cls(spec.cfg).denoiser(pipe, artifact, self.parent_artifacts(spec))
+        artifact = self.artifact(spec) if spec.trains else None  # checked against its manifest first
+        method = spec.cls(spec.cfg)
+        if spec.weights is not None:  # METHOD@WEIGHTS: the method's sampling rule with the published UNet
+            from bench import published
+
+            method.with_weights(lambda pipe: published.load_unet(pipe, spec.weights))
+        denoise = method.denoiser(pipe, artifact, self.parent_artifacts(spec))
         image_dir = self.results / "images"
         image_dir.mkdir(parents=True, exist_ok=True)
         # What killed runs left half-written (process-named, see _write_png; a live writer's stays).

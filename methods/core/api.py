@@ -85,6 +85,7 @@ class Method:
     # Per-model defaults, each with its source; merged over Config's defaults (tiny, sd15, sdxl).
     defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     trains: ClassVar[bool] = False
+    in_default_run: ClassVar[bool] = True  # `bench run` without --methods runs it
     # Whether ``train`` reads the artifacts of ``requires()`` (else they matter only for sampling).
     trains_on_parents: ClassVar[bool] = False
 

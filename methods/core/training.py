@@ -23,7 +23,7 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 import torch
 
@@ -266,12 +266,25 @@ def load_trained_unet(pipe: Any, artifact_dir: Path) -> Any:
 
 
 class TrainedUNetMethod(Method):
-    """A method whose artifact is one trained UNet. Default sampling: plain CFG with that UNet."""
+    """A method whose artifact is one trained UNet. Default sampling: plain CFG with that UNet.
+
+    Its sampling rule also takes published weights in place of its own training (``with_weights``): the
+    released UNet of a paper then samples exactly as this method's trained one would."""
 
     trains = True
+    takes_weights: ClassVar[bool] = True  # `bench run --methods METHOD@WEIGHTS` samples published weights
+    _weights: Callable[[Any], Any] | None = None
+
+    def with_weights(self, load: Callable[[Any], Any]) -> "TrainedUNetMethod":
+        """Sample with the UNet ``load(pipe)`` returns (published weights) instead of a trained artifact."""
+        self._weights = load
+        return self
 
     def trained_unet(self, pipe: Any, artifact: Path | None, what: str = "its trained UNet") -> Any:
-        """The trained UNet in ``artifact``; a method that was not trained is refused by name."""
+        """The trained UNet in ``artifact`` (or the published one); a method that was not trained is refused
+        by name."""
+        if self._weights is not None:
+            return self._weights(pipe)
         if artifact is None:
             raise ValueError(f"{self.id} samples with {what}: train it first (artifact is None)")
         return load_trained_unet(pipe, artifact)
