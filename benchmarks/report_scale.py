@@ -1,7 +1,9 @@
 """How long `bench report` takes on a store with one million score rows (target: under 10 s on 2 cores).
 
 Builds (or reuses) a store under /tmp with 5 runs (base and four methods) x 10,000 prompts x 10 seeds
-= 500,000 images, each scored by 2 rewards: 10^6 score rows. Prompts carry a category (10 levels)
+= 500,000 images, each scored by 2 rewards: 10^6 score rows. ``--train-seeds K`` makes each method an
+arm of K training replicates (4K + 1 runs: the report's two-level bootstrap), and the store records
+what a run records: both rewards' roles (preference) and tailorpo's in-loop reward (trained-on). Prompts carry a category (10 levels)
 and meta attributes (colour: 6 levels, size: 3), as the tiny world's do. The store is filled with
 DuckDB SQL in bulk, not through the per-row API. Image files are not written: the report's grids
 then show placeholders, which is also what a report of a store whose images were deleted looks like.
@@ -9,7 +11,7 @@ then show placeholders, which is also what a report of a store whose images were
 Each format is timed end to end as a user runs it (`python -m bench report ...` in a fresh process:
 interpreter start, imports, SQL, bootstrap, charts, grids, writing). Prints a table.
 
-    python benchmarks/report_scale.py [--prompts 10000] [--seeds 10] [--dir /tmp/bench_report_scale]
+    python benchmarks/report_scale.py [--prompts 10000] [--seeds 10] [--train-seeds 1] [--dir /tmp/bench_report_scale]
 """
 
 from __future__ import annotations
@@ -31,17 +33,25 @@ REWARDS = ("pickscore", "hpsv21")
 SHIFT = {"base": 0.0, "dpo": 0.05, "npo": -0.02, "sdpo": 0.03, "tailorpo": 0.0}  # mean effect on the score
 
 
-def build(db: Path, n_prompts: int, n_seeds: int) -> Store:
-    """A store with len(METHODS) x n_prompts x n_seeds images and len(REWARDS) scores each."""
-    want = len(METHODS) * n_prompts * n_seeds * len(REWARDS)
+def _run_ids(train_seeds: int) -> list[tuple[str, str, int | None]]:
+    """(run_id, method, train seed or None) of every run: base once, each method once per training seed."""
+    return [("base", "base", None)] + [(m if train_seeds == 1 else f"{m}-s{k}", m, k if train_seeds > 1 else None)
+                                       for m in METHODS[1:] for k in range(train_seeds)]
+
+
+def build(db: Path, n_prompts: int, n_seeds: int, train_seeds: int = 1) -> Store:
+    """A store with (1 + 4 train_seeds) x n_prompts x n_seeds images and len(REWARDS) scores each."""
+    run_ids = _run_ids(train_seeds)
+    want = len(run_ids) * n_prompts * n_seeds * len(REWARDS)
     if db.is_file():
         store = Store(db)
-        if store.counts()["scores"] == want:
+        counts = store.counts()
+        if (counts["scores"], counts["runs"], counts["reward_roles"]) == (want, len(run_ids), len(REWARDS)):
             return store
         db.unlink()
     store = Store(db)
-    runs = ", ".join(f"('{m}', '{m}', 'big-model', 'k', 'cfg{m}', 'done', {'NULL' if m == 'base' else 10.0}, "
-                     "50.0, 5.0)" for m in METHODS)
+    runs = ", ".join(f"('{rid}', '{m}', 'big-model', 'k', 'cfg{rid}', 'done', {'NULL' if m == 'base' else 10.0}, "
+                     "50.0, 5.0)" for rid, m, _ in run_ids)
     shifts = ", ".join(f"('{m}', {s})" for m, s in SHIFT.items())
     rewards = ", ".join(f"('{r}')" for r in REWARDS)
     with duckdb.connect(str(db)) as con:
@@ -54,11 +64,11 @@ def build(db: Path, n_prompts: int, n_seeds: int) -> Store:
             FROM range($n) t(i)""", {"n": n_prompts})
         con.execute("""
             INSERT INTO images (image_id, run_id, suite, prompt_id, prompt, seed, path, sha256, width, height)
-            SELECT m.method || '/' || p.i || '/' || s.seed, m.method, 'big', 'p' || lpad(p.i::VARCHAR, 6, '0'),
-                   'prompt number ' || p.i, s.seed, 'images/missing/' || m.method || '_' || p.i || '_' || s.seed
+            SELECT m.run_id || '/' || p.i || '/' || s.seed, m.run_id, 'big', 'p' || lpad(p.i::VARCHAR, 6, '0'),
+                   'prompt number ' || p.i, s.seed, 'images/missing/' || m.run_id || '_' || p.i || '_' || s.seed
                    || '.png', '', 64, 64
-            FROM (SELECT unnest($methods) AS method) m, range($n) p(i), range($k) s(seed)""",
-                    {"methods": list(METHODS), "n": n_prompts, "k": n_seeds})
+            FROM (SELECT unnest($runs) AS run_id) m, range($n) p(i), range($k) s(seed)""",
+                    {"runs": [rid for rid, _, _ in run_ids], "n": n_prompts, "k": n_seeds})
         # A score is a prompt effect + a seed effect + the method's shift + noise, all from hashes:
         # deterministic, and correlated within a prompt as real scores are.
         con.execute(f"""
@@ -66,8 +76,16 @@ def build(db: Path, n_prompts: int, n_seeds: int) -> Store:
             SELECT i.image_id, r.reward, 'v1',
                    (hash(r.reward || i.prompt_id) % 1000) / 1000.0 + (hash(i.seed) % 100) / 1000.0
                    + sh.shift + (hash(i.image_id || r.reward) % 1000) / 4000.0
-            FROM images i, (VALUES {rewards}) r(reward), (VALUES {shifts}) sh(method, shift)
-            WHERE sh.method = i.run_id""")
+            FROM images i JOIN runs ru ON ru.run_id = i.run_id, (VALUES {rewards}) r(reward),
+                 (VALUES {shifts}) sh(method, shift)
+            WHERE sh.method = ru.method""")
+    for reward in REWARDS:
+        store.set_reward_role(reward, "preference")
+    for rid, method, seed in run_ids:
+        if seed is not None:
+            store.add_replicate(rid, f"{method}-arm", seed)
+        if method == "tailorpo":
+            store.set_run_rewards(rid, {"pickscore": ("trained-on", "its in-loop reward")})
     return store
 
 
@@ -87,12 +105,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=10_000)
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--train-seeds", type=int, default=1, help="replicates of each method (1: single runs)")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/bench_report_scale"))
     parser.add_argument("--formats", default="md,json,html,csv")
     args = parser.parse_args()
     db = args.dir / "bench.duckdb"
     start = time.perf_counter()
-    store = build(db, args.prompts, args.seeds)
+    store = build(db, args.prompts, args.seeds, args.train_seeds)
     counts = store.counts()
     print(f"store {db}: {counts['runs']} runs, {counts['prompts']} prompts, {counts['images']} images, "
           f"{counts['scores']} scores (ready in {time.perf_counter() - start:.1f} s)")

@@ -185,7 +185,7 @@ def test_markdown_has_one_table_per_suite_and_reward_and_a_footer(store, tmp_pat
     _, text = writer.write(store, "md", tmp_path / "r.md")
     lines = text.splitlines()
     assert [line for line in lines if line.startswith("## ")] == [
-        "## Ranking across rewards", "## Suite parti", "## Cost", "## Statistics", "## Provenance"]
+        "## Ranking", "## Suite parti", "## Cost", "## Statistics", "## Provenance"]
     assert [line for line in lines if line.startswith("### ")] == ["### parti", "### hps (v1)", "### pick (v1)",
                                                                "### Image grids"]
     assert "| dpo | 20 | 5.05 [" in text and "| 75.0 [" in text and "| 0.18 (0.18) | 30 | 2 |" in text

@@ -68,12 +68,12 @@ def test_win_rates_and_p_values_count_a_lower_score_as_the_win(store):
     assert _by_reward(rows, "npo")["dist"]["win_rate"] == 0.0
 
 
-def test_ranking_puts_the_lowest_mean_first_on_a_lower_is_better_reward(store):
+def test_ranking_counts_a_lower_score_as_the_win_on_a_lower_is_better_reward(store):
     (block,) = assemble(store).ranking
     assert block["rewards"] == ["dist (v1)", "pick (v1)"]
     assert [e["method"] for e in block["entries"]] == ["dpo", "base", "npo"]
-    for entry, rank in zip(block["entries"], (1.0, 2.0, 3.0)):
-        assert entry["ranks"] == {"dist (v1)": rank, "pick (v1)": rank}
+    for entry, rate in zip(block["entries"], (7 / 12, None, 0.0)):
+        assert entry["win_rates"] == ({} if rate is None else {"dist (v1)": rate, "pick (v1)": rate})
 
 
 def test_grids_pick_the_largest_wins_and_losses_in_the_reward_direction(store):

@@ -12,7 +12,7 @@ import bench.report
 
 PACKAGE = Path(bench.report.__file__).parent
 # Bottom to top: a module may import only those listed before it.
-LAYERS = ["stats", "data", "rows", "runs", "summary", "categories", "plots", "charts", "grids", "document", "fmt",
+LAYERS = ["stats", "data", "rows", "runs", "summary", "categories", "diversity", "plots", "charts", "grids", "document", "fmt",
           "content", "render_md", "render_html", "render_data", "writer"]
 
 

@@ -136,17 +136,19 @@ def test_attributes_ignore_free_text_and_too_many_levels():
     assert list(report_categories.attributes(prompts)) == ["half"]
 
 
-def test_ranking_orders_runs_by_mean_rank_with_shared_ranks_for_ties(rows):
+def test_ranking_without_reward_roles_averages_the_win_rates_of_every_reward(rows):
+    # No reward_roles rows: both rewards count as preference rewards, every run is held out from both.
     (block,) = report_summary.ranking(rows)
-    assert block["rewards"] == ["oracle (oracle-v1)", "pick (v1)"]
+    assert block["rewards"] == block["ranked_on"] == ["oracle (oracle-v1)", "pick (v1)"]
+    assert (block["basis"], block["constraints"]) == ("preference", [])
     methods = [e["method"] for e in block["entries"]]
-    assert methods[:2] == ["contrastive", "dpo"] and methods[2:] == ["base", "npo"]
+    assert methods[:2] == ["contrastive", "dpo"] and methods[2:] == ["base", "npo"]  # tied arms: by method
     dpo = block["entries"][1]
-    assert dpo["ranks"] == {"oracle (oracle-v1)": 1.5, "pick (v1)": 1.5} and dpo["mean_rank"] == 1.5
+    assert dpo["win_rates"] == {"oracle (oracle-v1)": 0.5, "pick (v1)": 1.0} and dpo["score"] == 0.75
     # all 6 prompts up: sign test p = 2/64, Holm over the 3 methods of the table gives 0.094
-    assert dpo["win_rates"]["pick (v1)"] == 1.0 and dpo["significant"]["pick (v1)"] is False
-    npo = block["entries"][3]
-    assert npo["ranks"]["pick (v1)"] == 3.5  # ties with base on pick
+    assert dpo["significant"]["pick (v1)"] is False
+    base, npo = block["entries"][2], block["entries"][3]
+    assert base["score"] == 0.5 and npo["score"] == 0.25  # npo: 0 on oracle, ties base on pick
 
 
 def test_costs_sum_phases_and_divide_sampling_by_images(store, rows):
@@ -199,7 +201,7 @@ def test_missing_image_files_become_placeholders(store, rows, tmp_path: Path):
 def test_markdown_report_links_every_chart_and_image_and_escapes_prompts(store, tmp_path: Path):
     path, text = writer.write(store, "md", tmp_path / "out" / "report.md")
     heads = [line for line in text.splitlines() if line.startswith("## ")]
-    assert heads == ["## Ranking across rewards", "## Suite tiny-eval", "## Cost", "## Statistics", "## Provenance"]
+    assert heads == ["## Ranking", "## Suite tiny-eval", "## Cost", "## Statistics", "## Provenance"]
     links = re.findall(r"!\[(?:\\.|[^\]\\])*\]\(([^)\s]+)\)", text)
     assert any("winrate-" in link for link in links) and any("scores-" in link for link in links)
     assert sum(link.startswith("report_files/img-") for link in links) >= 4 * 4  # fixed grids x 4 runs

@@ -141,3 +141,68 @@ def test_holm_hand_computed():
     assert stats.holm([]).size == 0
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         stats.holm([0.2, float("nan")])
+
+
+# -- the two-level bootstrap: training replicates × prompts ------------------------------------------------------
+
+
+def _per_prompt(rng: np.random.Generator, n_prompts: int = 40, per_prompt: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(P,) win sums and counts of one replicate: each prompt's seeds win 0, 1 or 2 times."""
+    return rng.integers(0, per_prompt + 1, n_prompts).astype(float), np.full(n_prompts, float(per_prompt))
+
+
+def test_two_level_with_identical_replicates_or_one_is_the_prompt_only_interval():
+    sums, counts = _per_prompt(np.random.default_rng(0))
+    for seed in (0, 3):
+        prompt_only = stats.cluster_sums_ci(sums, counts, (0.0, 1.0), seed=seed)
+        assert stats.two_level_ci(sums[None], counts[None], (0.0, 1.0), seed=seed) == prompt_only
+        for k in (2, 3, 5):  # the same prompts are drawn: the statistic is the prompt-only one, up to rounding
+            got = stats.two_level_ci(np.tile(sums, (k, 1)), np.tile(counts, (k, 1)), (0.0, 1.0), seed=seed)
+            assert got == pytest.approx(prompt_only, rel=1e-12)
+
+
+def test_two_level_widens_when_replicates_disagree():
+    sums, counts = _per_prompt(np.random.default_rng(1))
+    shifted = np.stack([np.clip(sums + d, 0, 2) for d in (-1.0, 0.0, 1.0)])  # win rates about 25%, 50%, 75%
+    counts3 = np.tile(counts, (3, 1))
+    pooled = stats.cluster_sums_ci(shifted.sum(0), counts3.sum(0), (0.0, 1.0))  # prompts only, pooled
+    low, high = stats.two_level_ci(shifted, counts3, (0.0, 1.0))
+    assert low < pooled[0] and high > pooled[1] and (high - low) > 2 * (pooled[1] - pooled[0])
+
+
+def test_two_level_draws_replicates_weighted_by_their_counts():
+    # One prompt; replicate A holds three zeros, B one 1. Two replicates drawn: AA -> 0 (p 1/4), AB or BA -> 1/4
+    # (p 1/2), BB -> 1 (p 1/4): the central 2% is exactly 1/4, the 95% interval [0, 1].
+    sums, counts = np.array([[0.0], [1.0]]), np.array([[3.0], [1.0]])
+    assert stats.two_level_ci(sums, counts, (0.0, 1.0), n_boot=4000, alpha=0.98) == (0.25, 0.25)
+    assert stats.two_level_ci(sums, counts, (0.0, 1.0), n_boot=4000) == (0.0, 1.0)
+
+
+def test_two_level_hand_computed_with_a_replicate_lacking_a_prompt():
+    # Replicate 0: prompt 0 wins 2 of 2, prompt 1 wins 0 of 2. Replicate 1: prompt 0 wins 1 of 2, lacks prompt 1.
+    # Replicate draws {0,0} p 1/4, {0,1} p 1/2, {1,1} p 1/4, prompt draws alike; the statistic of each of the 9:
+    #   reps {0,0}: prompts {0,0} 1, {0,1} 1/2, {1,1} 0;   reps {0,1}: 3/4, 1/2, 0;   reps {1,1}: 1/2, 1/2, none.
+    # Leaving out the resample without values (p 1/16): P(0) = 3/15, P(1/2) = 9/15, P(3/4) = 2/15, P(1) = 1/15.
+    sums, counts = np.array([[2.0, 0.0], [1.0, 0.0]]), np.array([[2.0, 2.0], [2.0, 0.0]])
+    assert stats.two_level_ci(sums, counts, (0.0, 1.0), n_boot=20_000, alpha=0.5) == (0.5, 0.5)  # 25%, 75%
+    assert stats.two_level_ci(sums, counts, (0.0, 1.0), n_boot=20_000, alpha=0.3) == (0.0, 0.75)  # 15%, 85%
+    assert stats.two_level_ci(sums, counts, (0.0, 1.0), n_boot=20_000) == (0.0, 1.0)
+
+
+def test_two_level_batched_intervals_equal_each_computed_alone():
+    rng = np.random.default_rng(2)
+    sums, counts = rng.normal(size=(3, 30, 2)), rng.integers(0, 3, size=(3, 30, 2)).astype(float)
+    bounds = [(-9.0, 9.0), (-9.0, 9.0)]
+    together = stats.two_level_cis(sums, counts, bounds, n_boot=300, seed=5)
+    alone = [stats.two_level_ci(sums[:, :, j], counts[:, :, j], bounds[j], n_boot=300, seed=5) for j in range(2)]
+    assert np.allclose(together, alone, rtol=1e-12, atol=0)
+    assert stats.two_level_ci(sums[:, :, 0], counts[:, :, 0], (0.5, 0.5)) == (0.5, 0.5)  # constant values
+
+
+def test_two_level_refuses_bad_input():
+    with pytest.raises(ValueError, match=r"\(R, P\)"):
+        stats.two_level_ci(np.zeros(3), np.zeros(3), (0.0, 1.0))
+    with pytest.raises(ValueError, match="no values"):
+        stats.two_level_ci(np.ones((2, 3)), np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]), (0.0, 1.0))
+    with pytest.raises(ValueError, match="finite"):
+        stats.two_level_ci(np.array([[np.nan]]), np.ones((1, 1)), (0.0, 1.0))

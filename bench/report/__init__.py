@@ -3,12 +3,13 @@
 The modules form layers; each imports only modules above it in this list (lower layers), never one
 below it, not even lazily inside a function (``tests/test_report_layers.py`` checks it):
 
-1. ``stats``      pure statistics: cluster bootstrap, sign test, Holm, ``ALPHA``
+1. ``stats``      pure statistics: cluster and two-level bootstraps, sign test, Holm, ``ALPHA``
 2. ``data``       everything read from the store: the SQL queries, ``check_filters``, reward directions
-3. ``rows``       the report rows: means and win rates with bootstrap CIs, sign test p and its Holm adjustment
+3. ``rows``       the report rows (one per arm of training replicates): means, win rates, CIs, p and Holm
    ``runs``       the runs shown: their order, the names a reader sees, their provenance
-   ``summary``    ranking across rewards, cost of each run, score histograms
+   ``summary``    ranking against base, cost of each run, score histograms
    ``categories`` win rates per prompt category and attribute
+   ``diversity``  how varied a run's images of one prompt are, against base
 4. ``plots``      matplotlib drawing;  ``charts`` which charts a report has;  ``grids`` image grids
 5. ``document``   one ``Document`` gathering all of the above
 6. ``fmt``        number, percent, CI and p formatting, Markdown and HTML escaping

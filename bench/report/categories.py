@@ -9,7 +9,9 @@ left out.
 Within a level, the win rate and its interval are computed exactly as in the main table (paired
 wins in the reward's direction, percentile bootstrap resampling the level's prompts), from the
 per-prompt sums of ``data.per_prompt``. The intervals are descriptive: with many levels some
-exclude 50% by chance, and no adjustment for the number of levels is made.
+exclude 50% by chance, and no adjustment for the number of levels is made. An arm with several
+training replicates pools them per prompt, and its interval resamples prompts only: it does not
+cover another training run (the main table's two-level interval does).
 """
 
 from __future__ import annotations
@@ -74,6 +76,18 @@ def _cells(g: pd.DataFrame, runs: list[str], levels: pd.Series, jobs: list) -> d
     return cells
 
 
+def _pooled(per_prompt: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The per-prompt rows of the rows' runs, an arm's replicates summed per prompt under its row's run_id."""
+    arm_of = {rid: r["run_id"] for r in rows for rid in r.get("run_ids") or [r["run_id"]]}
+    if all(rid == rep for rid, rep in arm_of.items()):
+        return per_prompt  # no arm with several replicates: nothing to pool
+    frame = per_prompt[per_prompt["run_id"].isin(list(arm_of))].assign(
+        run_id=lambda f: f["run_id"].map(arm_of))
+    return frame.groupby(data.GROUP_KEYS + ["prompt_id"], as_index=False, sort=False).agg(
+        win_sum=("win_sum", "sum"), n_pairs=("n_pairs", "sum"), win_min=("win_min", "min"),
+        win_max=("win_max", "max"))
+
+
 def breakdown(store: Store, rows: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0,
               prompts: pd.DataFrame | None = None) -> list[dict[str, Any]]:
     """One table per (suite, reward version, attribute):
@@ -89,7 +103,7 @@ def breakdown(store: Store, rows: list[dict[str, Any]], n_boot: int = 1000, seed
     suites = sorted({r["suite"] for r in compared})
     meta = data.prompt_meta(store, suites)
     per_prompt = data.per_prompt(store, suites) if prompts is None else prompts
-    per_prompt = per_prompt[per_prompt["n_pairs"] > 0]
+    per_prompt = _pooled(per_prompt[per_prompt["n_pairs"] > 0], compared)
     order = {r["run_id"]: i for i, r in enumerate(compared)}  # the main table's order of methods
     out, jobs = [], []
     for suite in suites:

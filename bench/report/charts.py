@@ -36,7 +36,8 @@ def _winrate_panels(rows: list[dict[str, Any]], labels: dict[str, str], colour: 
     for (_, reward, version), table in report_rows.tables(rows).items():
         compared = [r for r in table if r["win_rate"] is not None]
         if compared:
-            panels.append({"title": f"{reward} ({version})", "labels": [labels[r["run_id"]] for r in compared],
+            panels.append({"title": f"{reward} ({version})",
+                           "labels": [labels[r["run_id"]] + report_rows.mark(r["reward_relation"]) for r in compared],
                            "win_rate": [r["win_rate"] for r in compared], "ci_low": [r["ci_low"] for r in compared],
                            "ci_high": [r["ci_high"] for r in compared],
                            "significant": [r["p_holm"] < ALPHA for r in compared],

@@ -7,7 +7,9 @@ on one row per prompt, never per image; the same table feeds the rows, the categ
 the choice of the largest wins and losses. A store with 10^6 scores reports in a few seconds.
 
 Which way a reward is better comes from the store too: the ``rewards`` table, and the ``pairs``
-view, whose ``win`` already counts in that direction.
+view, whose ``win`` already counts in that direction. So do the training replicates (``replicates``:
+runs sharing an arm), the rewards a run is not held out from (``run_rewards``) and what each reward
+measures (``reward_roles``); a store written before those tables reads them as empty.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ WITH agg AS (
     SELECT i.run_id, i.suite, s.reward, s.reward_version, i.prompt_id,
            count(*) AS n_images, sum(s.value) AS value_sum, min(s.value) AS value_min, max(s.value) AS value_max,
            count(p.win) AS n_pairs, coalesce(sum(p.win), 0) AS win_sum, min(p.win) AS win_min, max(p.win) AS win_max,
+           coalesce(sum(p.gain), 0) AS gain_sum,
            max({'d': p.gain, 's': -p.seed}) FILTER (WHERE p.win IS NOT NULL) AS best,
            min({'d': p.gain, 's': p.seed}) FILTER (WHERE p.win IS NOT NULL) AS worst
     FROM images i JOIN scores s ON s.image_id = i.image_id
@@ -44,8 +47,10 @@ FROM agg ORDER BY run_id, suite, reward, reward_version, prompt_id
 GROUP_KEYS = ["run_id", "suite", "reward", "reward_version"]
 _RUNS_SQL = """
 SELECT r.run_id, r.method, r.model, r.config_hash, r.status, r.train_s, r.sample_s, r.score_s,
-       CASE WHEN r.method <> 'base' THEN br.base_run_id END AS base_run_id
+       CASE WHEN r.method <> 'base' THEN br.base_run_id END AS base_run_id,
+       coalesce(rep.arm, r.run_id) AS arm, rep.train_seed, r.config_json
 FROM runs r LEFT JOIN base_runs br ON br.model = r.model AND br.sampler_key = r.sampler_key
+LEFT JOIN replicates rep ON rep.run_id = r.run_id
 """
 _PROVENANCE_SQL = ("SELECT run_id, method, model, model_revision, sampler_key, config_hash, artifact_hash, git_sha, "
                    "status, versions_json FROM runs ORDER BY run_id")
@@ -172,17 +177,66 @@ def check_filters(store: Store, suites: list[str] | None, methods: list[str] | N
 def per_prompt(store: Store, suites: list[str] | None = None) -> pd.DataFrame:
     """One row per (run, suite, reward version, prompt) with scored images; columns: GROUP_KEYS, prompt_id,
     n_images, value_sum, value_min, value_max, n_pairs, win_sum, win_min, win_max (win_* NaN without pairs),
-    best_gain, best_seed, worst_gain, worst_seed. Ordered by the keys, then prompt_id."""
+    gain_sum (0 without pairs), best_gain, best_seed, worst_gain, worst_seed. Ordered by the keys, then
+    prompt_id."""
     return store.query_quietly(PER_PROMPT_SQL, {"suites": suites})
+
+
+def settings_text(config_json: Any) -> str | None:
+    """The sampler settings a run draws under, from its config_json: 'guidance 8.5, ddim, 20 steps' (and the
+    precision where it is not fp32); None where the config holds none of them (a run written by hand)."""
+    config = json_object(config_json) or {}
+    method_config, sampler = config.get("method_config"), config.get("sampler")
+    guidance = method_config.get("guidance_scale") if isinstance(method_config, dict) else None
+    sampler = sampler if isinstance(sampler, dict) else {}
+    parts = [f"guidance {guidance:g}" if isinstance(guidance, (int, float)) and not isinstance(guidance, bool)
+             else None, sampler.get("name") if isinstance(sampler.get("name"), str) else None,
+             f"{sampler['steps']} steps" if isinstance(sampler.get("steps"), int) else None,
+             config.get("precision") if isinstance(config.get("precision"), str) else None]
+    return ", ".join(p for p in parts if p) or None
 
 
 def runs(store: Store) -> dict[str, dict[str, Any]]:
     """run_id -> {method, model, config_hash, status, train_s, sample_s, score_s, base_run_id (None for base
-    runs and runs without a base)}."""
+    runs and runs without a base), arm (the run_id where the run is no replicate), train_seed (None there),
+    settings (``settings_text``), base_settings (its base run's settings; None without a base)}."""
     out = {r["run_id"]: r for r in store.query(_RUNS_SQL).to_dict("records")}
     for r in out.values():
         r["base_run_id"] = r["base_run_id"] if isinstance(r["base_run_id"], str) else None  # NaN -> None
+        r["train_seed"] = None if pd.isna(r["train_seed"]) else int(r["train_seed"])  # NULL reads as NaN or None
+        r["settings"] = settings_text(r.pop("config_json"))
+    for r in out.values():
+        r["base_settings"] = out[r["base_run_id"]]["settings"] if r["base_run_id"] in out else None
     return out
+
+
+def run_rewards(store: Store) -> dict[str, dict[str, tuple[str, str | None]]]:
+    """run_id -> {reward: (relation, reason)}: the rewards a run is not held out from (``trained-on`` or
+    ``same-data``); a run without rows is held out from every reward."""
+    out: dict[str, dict[str, tuple[str, str | None]]] = {}
+    for run_id, reward, relation, reason in store.query(
+            "SELECT run_id, reward, relation, reason FROM run_rewards ORDER BY ALL").itertuples(index=False):
+        out.setdefault(run_id, {})[reward] = (relation, reason if isinstance(reason, str) else None)
+    return out
+
+
+class Roles(dict):
+    """reward -> role (``gold``, ``preference`` or ``faithfulness``). A reward without a row in
+    ``reward_roles`` (a store written before roles were recorded) takes the role its registered class
+    declares; an unknown one is a preference reward."""
+
+    def __missing__(self, key: str) -> str:
+        from bench.registry import REWARDS
+
+        try:
+            return REWARDS.get(key).role
+        except (KeyError, ValueError):
+            return "preference"
+
+
+def reward_roles(store: Store) -> Roles:
+    """What each reward measures, from the store's ``reward_roles`` table."""
+    return Roles(store.query("SELECT reward, role FROM reward_roles").itertuples(index=False))
 
 
 def run_records(store: Store) -> list[dict[str, Any]]:

@@ -20,12 +20,17 @@ from bench.store import Store
 
 @dataclass
 class Document:
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # one per (suite, reward version, arm): rows.ROW_KEYS
+    replicate_rows: list[dict[str, Any]] = field(default_factory=list)  # one per run: rows.REPLICATE_ROW_KEYS
     provenance: dict[str, Any] = field(default_factory=dict)
     ranking: list[dict[str, Any]] = field(default_factory=list)
     categories: list[dict[str, Any]] = field(default_factory=list)
     costs: list[dict[str, Any]] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)  # run_id -> the name a reader sees
+    replicate_labels: dict[str, str] = field(default_factory=dict)  # run of an arm of K > 1 -> "dpo · train seed 1"
+    settings: dict[str, str | None] = field(default_factory=dict)  # run_id -> its sampler settings, as text
+    relations: list[dict[str, Any]] = field(default_factory=list)  # rewards the runs shown are not held out from
+    roles: data.Roles = field(default_factory=data.Roles)  # what each reward measures (stored ones)
     generated_at: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     directions: data.Directions = field(default_factory=data.Directions)  # which way each reward is better
@@ -40,6 +45,29 @@ class Document:
         reward = key.rsplit(" (", 1)[0]
         versions = {r["reward_version"] for r in self.rows if r["reward"] == reward}
         return reward if len(versions) == 1 else key
+
+    def mark(self, run_id: str, reward: str) -> str:
+        """' †' / ' ‡' where the run (or its arm) is not held out from the reward, else ''."""
+        return report_rows.mark(self._marks.get((run_id, reward)))
+
+    @property
+    def _marks(self) -> dict[tuple[str, str], str]:
+        return {(r["run_id"], r["reward"]): r["reward_relation"] for r in self.rows if r["reward_relation"]}
+
+    @property
+    def marked(self) -> list[str]:
+        """The relations some row of the report is marked with, in MARKS order."""
+        found = {r["reward_relation"] for r in self.rows}
+        return [rel for rel in report_rows.MARKS if rel in found]
+
+    def run_label(self, run_id: str) -> str:
+        """The name of one run: a replicate of an arm of K > 1 with its training seed."""
+        return self.replicate_labels.get(run_id) or self.labels[run_id]
+
+    @property
+    def has_replicates(self) -> bool:
+        """Whether some arm shown has several training replicates."""
+        return any(r["n_replicates"] > 1 for r in self.rows)
 
     def asset(self, name: str) -> str:
         """The URL of a file of the report's folder, relative to the report (percent-encoded)."""
@@ -60,6 +88,22 @@ class Document:
     @property
     def n_comparisons(self) -> int:
         return sum(r["p_value"] is not None for r in self.rows)
+
+
+def _replicate_labels(rows: list[dict[str, Any]], replicate_rows: list[dict[str, Any]],
+                      labels: dict[str, str]) -> dict[str, str]:
+    """run_id -> "<arm's label> · train seed <s>" for every replicate of an arm shown with K > 1."""
+    seeds = {r["run_id"]: r["train_seed"] for r in replicate_rows}
+    return {rid: f"{labels[r['run_id']]} · train seed {seeds[rid]}" for r in rows if r["n_replicates"] > 1
+            for rid in r["run_ids"]}
+
+
+def _relations(store: Store, replicate_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """[{run_id, reward, relation, reason}] of the runs shown: the rewards they are not held out from."""
+    shown = {r["run_id"] for r in replicate_rows}
+    return [{"run_id": rid, "reward": reward, "relation": rel, "reason": why}
+            for rid, rewards in sorted(data.run_rewards(store).items()) if rid in shown
+            for reward, (rel, why) in sorted(rewards.items())]
 
 
 def _draw(store: Store, doc: Document, prompts, folder: Path) -> None:
@@ -88,18 +132,27 @@ def assemble(
     data.check_filters(store, suites, methods)
     warnings = data.anomalies(store, suites)
     prompts = data.per_prompt(store, suites)  # one scan of the scores, shared by rows, categories and grids
-    rows = report_rows.build(store, suites=suites, methods=methods, n_boot=n_boot, seed=seed, prompts=prompts)
+    rows, replicate_rows = report_rows.build_all(store, suites=suites, methods=methods, n_boot=n_boot, seed=seed,
+                                                 prompts=prompts)
     if rows_only:
-        return Document(rows, warnings=warnings)
+        return Document(rows, replicate_rows=replicate_rows, warnings=warnings)
+    runs = data.runs(store)
     shown = report_runs.shown(rows)
+    labels = dict(zip((r["run_id"] for r in shown),
+                      report_runs.labels([{**r, "settings": runs[r["run_id"]]["settings"]} for r in shown])))
     directions = data.directions(store)
     doc = Document(
         rows=rows,
+        replicate_rows=replicate_rows,
         provenance=report_runs.provenance(store, rows, n_boot=n_boot, seed=seed),
-        ranking=summary.ranking(rows, directions),
+        ranking=summary.ranking(rows),
         categories=categories.breakdown(store, rows, n_boot=n_boot, seed=seed, prompts=prompts),
-        costs=summary.costs(store, rows),
-        labels=dict(zip((r["run_id"] for r in shown), report_runs.labels(shown))),
+        costs=summary.costs(store, replicate_rows),
+        labels=labels,
+        replicate_labels=_replicate_labels(rows, replicate_rows, labels),
+        settings={rid: run["settings"] for rid, run in runs.items()},
+        relations=_relations(store, replicate_rows),
+        roles=data.reward_roles(store),
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         options={"suites": suites, "methods": methods, "n_boot": n_boot, "seed": seed},
         directions=directions,

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from bench.report import data
+from bench.report import rows as report_rows
 from bench.store import Store
 
 GRID_FIXED = 4
@@ -93,9 +94,11 @@ def _picks(g: pd.DataFrame, gain: str, seed: str, ascending: bool) -> list[tuple
 
 
 def _extremes(prompts: pd.DataFrame, labels: dict[str, str], versions: dict[str, set[str]],
-              directions: data.Directions) -> dict:
+              directions: data.Directions, marks: dict[tuple[str, str], str] | None = None) -> dict:
     """{(prompt_id, seed): [reasons]} of the largest wins and losses of each reward version in ``prompts``
-    (the per-prompt rows of one suite's method runs, all paired with one base run)."""
+    (the per-prompt rows of one suite's method runs, all paired with one base run); ``marks``: (run_id, reward)
+    -> the † or ‡ of a run not held out from the reward."""
+    marks = marks or {}
     chosen: dict[tuple[str, int], list[str]] = {}
     for (reward, version), g in prompts.groupby(["reward", "reward_version"], sort=True):
         name = reward if len(versions.get(reward, ())) == 1 else f"{reward} ({version})"
@@ -104,7 +107,8 @@ def _extremes(prompts: pd.DataFrame, labels: dict[str, str], versions: dict[str,
                                             ("largest loss", "worst_gain", "worst_seed", True)):
             for pid, s, run_id, x in _picks(g, gain, seed, ascending):
                 chosen.setdefault((pid, s), []).append(
-                    f"{kind}: {labels.get(run_id, run_id)} on {name}, {_fmt_delta(sign * x)}")
+                    f"{kind}: {labels.get(run_id, run_id)}{marks.get((run_id, reward), '')} on {name}, "
+                    f"{_fmt_delta(sign * x)}")
     return chosen
 
 
@@ -119,6 +123,7 @@ def select(store: Store, rows: list[dict[str, Any]], labels: dict[str, str], pro
         prompts = data.per_prompt(store, sorted({r["suite"] for r in rows}))
     directions = data.directions(store) if directions is None else directions
     versions: dict[str, set[str]] = {}
+    marks = {(r["run_id"], r["reward"]): report_rows.mark(r.get("reward_relation")) for r in rows}
     for r in rows:
         versions.setdefault(r["reward"], set()).add(r["reward_version"])
     grids: list[Grid] = []
@@ -128,7 +133,7 @@ def select(store: Store, rows: list[dict[str, Any]], labels: dict[str, str], pro
         for pid, seed in zip(fixed["prompt_id"], fixed["seed"]):
             chosen.setdefault((pid, int(seed)), []).append("fixed prompt")
         paired = prompts[(prompts["suite"] == suite) & prompts["run_id"].isin(runs[1:]) & (prompts["n_pairs"] > 0)]
-        for key, reasons in _extremes(paired, labels, versions, directions).items():
+        for key, reasons in _extremes(paired, labels, versions, directions, marks).items():
             chosen.setdefault(key, []).extend(reasons)
         if chosen:
             grids += _fill(store, suite, runs, chosen, labels)

@@ -5,23 +5,34 @@ from __future__ import annotations
 import csv
 import io
 import json
+from typing import Any
 
 from bench.report.document import Document
 from bench.report.rows import ROW_KEYS
 
 
 def render_json(doc: Document) -> str:
-    """{"rows", "provenance", "ranking", "categories", "costs", "labels", "generated_at", "warnings"}, NaN
-    refused (the rows hold none: ``data.anomalies`` names what was left out, in "warnings")."""
-    body = {"rows": doc.rows, "provenance": doc.provenance, "ranking": doc.ranking, "categories": doc.categories,
-            "costs": doc.costs, "labels": doc.labels, "generated_at": doc.generated_at, "warnings": doc.warnings}
+    """{"rows", "replicate_rows", "provenance", "ranking", "categories", "costs", "labels", "reward_relations",
+    "generated_at", "warnings"}, NaN refused (the rows hold none: ``data.anomalies`` names what was left out, in
+    "warnings"). "rows" has one row per arm (``ROW_KEYS``), "replicate_rows" one per run (each training replicate);
+    "reward_relations" lists the rewards the runs shown are not held out from, with the reason."""
+    body = {"rows": doc.rows, "replicate_rows": doc.replicate_rows, "provenance": doc.provenance,
+            "ranking": doc.ranking, "categories": doc.categories, "costs": doc.costs, "labels": doc.labels,
+            "reward_relations": doc.relations, "generated_at": doc.generated_at, "warnings": doc.warnings}
     return json.dumps(body, indent=2, allow_nan=False) + "\n"
 
 
+def _cell(value: Any) -> Any:
+    """A CSV cell: a list (an arm's run_ids, its replicates' win rates) as its items joined by ';'."""
+    if isinstance(value, list):
+        return ";".join("" if v is None else str(v) for v in value)
+    return value
+
+
 def render_csv(doc: Document) -> str:
-    """One line per row, columns ROW_KEYS (empty where a value is None)."""
+    """One line per row, columns ROW_KEYS (empty where a value is None; lists joined by ';')."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=ROW_KEYS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(doc.rows)
+    writer.writerows({k: _cell(v) for k, v in r.items()} for r in doc.rows)
     return buf.getvalue()

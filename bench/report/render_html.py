@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.report import content
+from bench.report import rows as report_rows
 from bench.report.document import Document
 from bench.report.fmt import SIG, ci, g, pct
 from bench.report.fmt import html as e
@@ -64,26 +65,50 @@ def _sig(s: str) -> str:
     return e(s).replace(SIG, f'<span class=sig title="significant after Holm, p &lt; {ALPHA}">{SIG}</span>')
 
 
+def _legend(text: str) -> str:
+    return f"<p class=note>{e(text)}</p>" if text else ""
+
+
 def _results(doc: Document, table: list[dict[str, Any]]) -> str:
-    rows = [[_sig(c) for c in content.result_cells(r, doc.labels[r["run_id"]])] for r in table]
-    return _table([e(h) for h in content.RESULT_HEADER], rows, num={1, 5, 6, 7}, cls="results")
+    with_base = content.base_differs(table)
+    rows = [[_sig(c) for c in content.result_cells(r, doc.labels[r["run_id"]],
+                                                   content.base_text(doc, r) if with_base else None)]
+            for r in table]
+    return (_table([e(h) for h in content.result_header(with_base)], rows, num=content.result_numeric(with_base),
+                   cls="results") + _legend(content.table_legend(doc, [r["reward_relation"] for r in table])))
 
 
 def _ranking(doc: Document) -> str:
-    out = ['<section id="ranking"><h2>Ranking across rewards</h2>']
+    out = ['<section id="ranking"><h2>Ranking</h2>']
     for block in doc.ranking:
-        header = ["rank", "method", "mean rank"] + [f"{e(k)}<br><small>rank · win %</small>" for k in block["rewards"]]
-        rows = [[str(i), e(doc.labels[entry["run_id"]]), f"{entry['mean_rank']:.2f}"]
-                + [_sig(content.ranking_cell(entry, k)) for k in block["rewards"]]
-                for i, entry in enumerate(block["entries"], start=1)]
-        out += [f"<h3>{e(block['suite'])}</h3>", _table(header, rows, num=set(range(len(header))) - {1})]
+        header = content.ranking_header(doc, block, e)
+        rows = [[_sig(c) if i != 1 else c
+                 for i, c in enumerate(content.ranking_cells(block, entry, rank, e(doc.labels[entry["run_id"]])))]
+                for rank, entry in enumerate(block["entries"], start=1)]
+        out += [f"<h3>{e(block['suite'])}</h3>", f"<p class=note>{content.ranking_text(doc, block, e)}</p>",
+                _table(header, rows, num=set(range(len(header))) - {1}), _legend(content.ranking_legend(doc, block))]
     return "\n".join(out) + "</section>"
+
+
+def _replicates(doc: Document, suite: str) -> str:
+    tables = content.replicate_tables(doc, suite)
+    if not tables:
+        return ""
+    out = [f"<h3>Training replicates</h3><p class=note>{e(content.REPLICATE_NOTE)}</p>"]
+    for t in tables:
+        header = [e(h) for h in content.replicate_header(t["seeds"])]
+        rows = [[e(doc.labels[r["run_id"]] + report_rows.mark(r["reward_relation"]))] + [e(c) for c in cells]
+                for r, cells in t["rows"]]
+        out.append(f"<h4>{e(t['reward'])} ({e(t['reward_version'])})</h4>"
+                   + _table(header, rows, num=set(range(1, len(header)))))
+    return "\n".join(out)
 
 
 def _categories(doc: Document, suite: str) -> str:
     parts = []
     for t in (t for t in doc.categories if t["suite"] == suite):
-        header = [e(t["attribute"])] + [f"{e(doc.labels[rid])}<br><small>win % [95% CI]</small>" for rid in t["runs"]]
+        header = [e(t["attribute"])] + [f"{e(doc.labels[rid] + doc.mark(rid, t['reward']))}<br><small>win % "
+                                        "[95% CI]</small>" for rid in t["runs"]]
         rows = []
         for level in t["levels"]:
             cells = [e(level)]
@@ -111,7 +136,8 @@ def _grid(doc: Document, grid: Grid) -> str:
         heads.append(e(c.label))
         imgs.append(f'<img src="{e(doc.asset(c.src))}" alt="{e(alt)}" width="{c.width * scale}" '
                     f'height="{c.height * scale}">' + ('<br><span class=missing>missing</span>' if c.missing else ""))
-        scores.append("<br>".join(f"{e(doc.reward_name(k))}: {e(g(v))}" for k, v in c.scores.items()) or "—")
+        scores.append("<br>".join(f"{e(doc.reward_name(k) + doc.mark(c.run_id, content.reward_of(k)))}: {e(g(v))}"
+                                  for k, v in c.scores.items()) or "—")
     meta = f"seed {grid.seed} · prompt id {e(grid.prompt_id)}" + (
         f" · category {e(grid.category)}" if grid.category else "")
     caption = (f"<figcaption><strong>{'; '.join(e(r) for r in grid.reasons)}</strong> · {meta}<br>"
@@ -129,6 +155,7 @@ def _suite(doc: Document, index: int, suite: str) -> str:
         if s == suite:
             out += [f"<h3>{e(reward)} ({e(version)}){content.title_note(doc, reward, version)}</h3>",
                     _results(doc, table)]
+    out.append(_replicates(doc, suite))
     out.append(_categories(doc, suite))
     grids = [gr for gr in doc.grids if gr.suite == suite]
     if grids:
@@ -152,7 +179,7 @@ def _costs(doc: Document) -> str:
 def _provenance(doc: Document) -> str:
     items = [f"generated {e(doc.generated_at)}"]
     items += [f"{label}: <code>{e(value)}</code>" if label == "store" else f"{label}: {e(value)}"
-              for label, value in content.provenance_facts(doc.provenance)]
+              for label, value in content.provenance_facts(doc.provenance, doc.has_replicates)]
     rows = [[e(c) if c else "—" for c in row] for row in content.provenance_runs(doc.provenance)]
     return ('<footer id="provenance"><h2>Provenance</h2><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
             + _table([e(h) for h in content.PROVENANCE_COLUMNS], rows) + "</footer>")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.report import content
+from bench.report import rows as report_rows
 from bench.report.document import Document
 from bench.report.fmt import SIG, ci, g, md, pct
 from bench.report.grids import Grid
@@ -21,27 +22,48 @@ def _table(header: list[str], rows: list[list[str]], right: set[int] = frozenset
     return out + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def _results(table: list[dict[str, Any]], labels: list[str]) -> list[str]:
-    """One (suite, reward version) table: a row per run, base first."""
-    rows = [content.result_cells(r, md(label)) for r, label in zip(table, labels)]
-    return _table(list(content.RESULT_HEADER), rows, right={1, 5, 6, 7})
+def _results(doc: Document, table: list[dict[str, Any]]) -> list[str]:
+    """One (suite, reward version) table: a row per arm, base first; the paired base where bases differ."""
+    with_base = content.base_differs(table)
+    rows = [content.result_cells(r, md(doc.labels[r["run_id"]]), md(content.base_text(doc, r)) if with_base else None)
+            for r in table]
+    out = _table(content.result_header(with_base), rows, right=content.result_numeric(with_base))
+    return out + _legend(content.table_legend(doc, [r["reward_relation"] for r in table]))
 
 
-def _provenance(prov: dict[str, Any]) -> list[str]:
-    out = [f"- {label}: {md(value)}" for label, value in content.provenance_facts(prov)] + [""]
+def _legend(text: str) -> list[str]:
+    return ["", text] if text else []
+
+
+def _provenance(doc: Document) -> list[str]:
+    prov = doc.provenance
+    out = [f"- {label}: {md(value)}" for label, value in content.provenance_facts(prov, doc.has_replicates)] + [""]
     rows = [[md(c) if c else "—" for c in row] for row in content.provenance_runs(prov)]
     return out + _table(list(content.PROVENANCE_COLUMNS), rows)
 
 
 def _ranking(doc: Document) -> list[str]:
-    out = ["## Ranking across rewards", ""]
+    out = ["## Ranking", ""]
     for block in doc.ranking:
-        out += [f"### {md(block['suite'])}", ""]
-        header = ["rank", "method", "mean rank"] + [f"{md(k)}: rank · win %" for k in block["rewards"]]
-        rows = [[str(i), md(doc.labels[e["run_id"]]), f"{e['mean_rank']:.2f}"]
-                + [content.ranking_cell(e, k) for k in block["rewards"]]
+        out += [f"### {md(block['suite'])}", "", content.ranking_text(doc, block, md), ""]
+        header = content.ranking_header(doc, block, md)
+        rows = [content.ranking_cells(block, e, i, md(doc.labels[e["run_id"]]))
                 for i, e in enumerate(block["entries"], start=1)]
-        out += _table(header, rows, right={0, 2}) + [""]
+        out += _table(header, rows, right={0} | set(range(2, len(header))))
+        out += _legend(content.ranking_legend(doc, block)) + [""]
+    return out
+
+
+def _replicates(doc: Document, suite: str) -> list[str]:
+    tables = content.replicate_tables(doc, suite)
+    if not tables:
+        return []
+    out = ["### Training replicates", "", content.REPLICATE_NOTE, ""]
+    for t in tables:
+        out += [f"#### {md(t['reward'])} ({md(t['reward_version'])})", ""]
+        rows = [[md(doc.labels[r["run_id"]]) + report_rows.mark(r["reward_relation"])] + cells for r, cells in t["rows"]]
+        header = content.replicate_header(t["seeds"])
+        out += _table(header, rows, right=set(range(1, len(header)))) + [""]
     return out
 
 
@@ -53,7 +75,8 @@ def _categories(doc: Document, suite: str) -> list[str]:
     out = []
     for t in (t for t in doc.categories if t["suite"] == suite):
         out += [f"#### {md(t['reward'])} ({md(t['reward_version'])}) by {md(t['attribute'])}", ""]
-        header = [md(t["attribute"])] + [f"{md(doc.labels[rid])} win % [95% CI]" for rid in t["runs"]]
+        header = [md(t["attribute"])] + [f"{md(doc.labels[rid])}{doc.mark(rid, t['reward'])} win % [95% CI]"
+                                         for rid in t["runs"]]
         rows = [[md(level)] + [_category_cell(t["cells"][rid].get(level)) for rid in t["runs"]]
                 for level in t["levels"]]
         out += _table(header, rows) + [""]
@@ -67,8 +90,8 @@ def _grid(doc: Document, grid: Grid) -> list[str]:
     out = [f"**{reasons}** · {meta}", "", f"> {md(grid.prompt)}", ""]
     header = [md(c.label) for c in grid.cells]
     images = [f"![{md(c.label) + (' (missing)' if c.missing else '')}]({doc.asset(c.src)})" for c in grid.cells]
-    scores = ["<br>".join(f"{md(doc.reward_name(k))} {g(v)}" for k, v in c.scores.items()) or "—"
-              for c in grid.cells]
+    scores = ["<br>".join(f"{md(doc.reward_name(k))}{doc.mark(c.run_id, content.reward_of(k))} {g(v)}"
+                          for k, v in c.scores.items()) or "—" for c in grid.cells]
     return out + _table(header, [images, scores]) + [""]
 
 
@@ -79,7 +102,8 @@ def _suite(doc: Document, suite: str) -> list[str]:
     for (s, reward, version), table in tables(doc.rows).items():
         if s == suite:
             out += [f"### {md(reward)} ({md(version)}){content.title_note(doc, reward, version)}", ""]
-            out += _results(table, [doc.labels[r["run_id"]] for r in table]) + [""]
+            out += _results(doc, table) + [""]
+    out += _replicates(doc, suite)
     out += _categories(doc, suite)
     suite_grids = [gr for gr in doc.grids if gr.suite == suite]
     if suite_grids:
@@ -108,7 +132,7 @@ def render(doc: Document) -> str:
     out += _warnings(doc)
     if not doc.rows:
         out += ["No scored images in the store for this selection.", "", "## Provenance", ""]
-        return "\n".join(out + _provenance(doc.provenance)) + "\n"
+        return "\n".join(out + _provenance(doc)) + "\n"
     out += [content.win_rate_intro(doc, md) + f"{SIG} = significant after Holm (p < {ALPHA}). "
             "See [Statistics](#statistics).", ""]
     out += _ranking(doc)
@@ -116,5 +140,5 @@ def render(doc: Document) -> str:
         out += _suite(doc, suite)
     out += _costs(doc)
     out += ["## Statistics", ""] + [f"- {n}" for n in content.statistics_notes(doc, md)] + [""]
-    out += ["## Provenance", ""] + _provenance(doc.provenance)
+    out += ["## Provenance", ""] + _provenance(doc)
     return "\n".join(out) + "\n"

@@ -17,21 +17,29 @@ def shown(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def labels(runs: list[dict[str, Any]]) -> list[str]:
-    """Method names, with the model and then the config hash added only where needed to tell runs apart.
+    """Method names, with the model and then the sampler settings or the config hash added only where needed
+    to tell runs apart.
 
-    ``runs`` are dicts with method, model, config_hash and run_id (report rows or run entries).
+    ``runs`` are dicts with method, model, config_hash and run_id (report rows or run entries), and optionally
+    settings (``data.settings_text``): runs of one name drawn under different settings (base at guidance 7.5 and
+    at 8.5) are told apart by them, others by their config hash.
     """
     several_models = len({r["model"] for r in runs}) > 1
     names = [f"{r['method']} ({r['model']})" if several_models else r["method"] for r in runs]
-    return [
-        f"{lab} [{(r['config_hash'] or r['run_id'])[:8]}]" if names.count(lab) > 1 else lab
-        for lab, r in zip(names, runs)
-    ]
+    out = []
+    for lab, r in zip(names, runs):
+        if names.count(lab) > 1:
+            settings = [q.get("settings") for n, q in zip(names, runs) if n == lab]
+            by_settings = all(settings) and len(set(settings)) == len(settings)
+            lab = f"{lab} ({r['settings']})" if by_settings else f"{lab} [{(r['config_hash'] or r['run_id'])[:8]}]"
+        out.append(lab)
+    return out
 
 
 def provenance(store: Store, rows: list[dict[str, Any]] | None = None, *, n_boot: int = 1000, seed: int = 0) -> dict:
     """What the numbers depend on: the runs shown (all when rows is None), their configs, code and libraries."""
-    wanted = None if rows is None else {r["run_id"] for r in rows} | {r["base_run_id"] for r in rows}
+    wanted = None if rows is None else ({rid for r in rows for rid in r.get("run_ids") or [r["run_id"]]}
+                                        | {r["base_run_id"] for r in rows})
     runs = {}
     for r in data.run_records(store):
         run_id, versions = r.pop("run_id"), r.pop("versions_json")
@@ -40,7 +48,9 @@ def provenance(store: Store, rows: list[dict[str, Any]] | None = None, *, n_boot
             runs[run_id] = {k: (v if isinstance(v, (str, dict)) else None) for k, v in r.items()}  # NaN -> None
     return {
         "store": str(store.db_path),
-        "bootstrap": {"n_boot": n_boot, "seed": seed, "unit": "prompt", "interval": "percentile 95%"},
+        "bootstrap": {"n_boot": n_boot, "seed": seed, "unit": "prompt", "interval": "percentile 95%",
+                      "replicates": "an arm of K > 1 training replicates: two-level, resampling replicates and "
+                                    "prompts (prompts crossed with replicates)"},
         "test": "two-sided exact sign test over prompts, Holm-adjusted within each (suite, reward, version)",
         "git_shas": sorted({r["git_sha"] for r in runs.values() if r["git_sha"]}),
         "runs": runs,

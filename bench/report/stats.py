@@ -1,11 +1,16 @@
 """Statistics for the report: paired wins, cluster bootstrap intervals, sign test, Holm.
 
-Pure functions over numpy arrays (no I/O, no scipy). Two choices shape every number here:
+Pure functions over numpy arrays (no I/O, no scipy). Three choices shape every number here:
 
 * **The prompt is the unit of resampling.** Images of one prompt (several seeds, the same
   prompt text) are correlated, so an i.i.d. bootstrap over images would give intervals that are
   too narrow. ``cluster_bootstrap_ci`` resamples whole prompts with replacement and recomputes the
   mean over all values of the drawn prompts (so a prompt weighs by its number of images).
+* **Training replicates are a second level.** Runs that differ only in their training seed are
+  replicates of one arm; they draw the same prompts with the same seeds, so prompts are crossed with
+  replicates. ``two_level_ci`` resamples both: K replicates with replacement and one set of prompts
+  with replacement shared by them, so its interval covers another training run, which a prompt-only
+  interval does not. With identical replicates it is the prompt-only interval.
 * **The significance test is over prompts too.** ``sign_test_p`` takes one outcome per prompt
   (the mean win over its seeds), drops ties and runs the exact two-sided binomial sign test.
   ``holm`` then adjusts the p-values of the methods compared within one table.
@@ -117,24 +122,115 @@ def cluster_sums_cis(
     live = [j for j, (lo, hi) in enumerate(bounds) if lo != hi]
     if not live:
         return out
-    k = sums.shape[0]
     num, den = sums[:, live], sizes[:, live]
-    rng = np.random.default_rng(seed)
     stats = np.empty((n_boot, len(live)), dtype=np.float64)
+    for start, stop, counts in _multiplicities(sums.shape[0], n_boot, seed):
+        stats[start:stop] = (counts @ num) / (counts @ den)
+    return _percentiles(stats, bounds, live, out, alpha)
+
+
+def _multiplicities(k: int, n_boot: int, seed: int):
+    """Yield (start, stop, (b, k) float counts): how often each of k clusters is drawn in resamples
+    start..stop, k draws with replacement each. The draws depend only on (k, n_boot, seed), so the
+    prompts a two-level bootstrap draws are those a prompt-only one with the same seed draws."""
+    rng = np.random.default_rng(seed)
     chunk = max(1, _MAX_DRAWS_PER_CHUNK // k)
     for start in range(0, n_boot, chunk):
         stop = min(n_boot, start + chunk)
         draws = rng.integers(0, k, size=(stop - start, k), dtype=np.int32)  # (b, K) cluster indices
-        offsets = np.arange(stop - start, dtype=np.int64)[:, None] * k
-        counts = np.bincount((draws + offsets).ravel(), minlength=(stop - start) * k)
-        counts = counts.reshape(stop - start, k).astype(np.float64)  # (b, K) times each cluster was drawn
-        stats[start:stop] = (counts @ num) / (counts @ den)
-    low, high = np.quantile(stats, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
+        yield start, stop, _counts(draws, k)
+
+
+def _counts(draws: np.ndarray, k: int) -> np.ndarray:
+    """(b, k) float: how often each of k indices occurs in each row of the (b, n) draws."""
+    offsets = np.arange(draws.shape[0], dtype=np.int64)[:, None] * k
+    counts = np.bincount((draws + offsets).ravel(), minlength=draws.shape[0] * k)
+    return counts.reshape(draws.shape[0], k).astype(np.float64)
+
+
+def _percentiles(stats: np.ndarray, bounds: list[tuple[float, float]], live: list[int],
+                 out: list[tuple[float, float]], alpha: float) -> list[tuple[float, float]]:
+    """Fill ``out[j]`` for each live column j of the (n_boot, len(live)) resampled statistics (NaN:
+    a resample without values, left out) with its percentile interval, clipped to ``bounds[j]``."""
+    q = [alpha / 2.0, 1.0 - alpha / 2.0]
+    low, high = np.quantile(stats, q, axis=0) if not np.isnan(stats).any() else np.nanquantile(stats, q, axis=0)
     for col, j in enumerate(live):
         lowest, highest = bounds[j]
         # A resampled mean cannot leave [min, max] of the values; clip what rounding pushed out.
         out[j] = (float(np.clip(low[col], lowest, highest)), float(np.clip(high[col], lowest, highest)))
     return out
+
+
+def two_level_ci(
+    sums: np.ndarray,
+    counts: np.ndarray,
+    bounds: tuple[float, float],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of a pooled mean over R training replicates × P prompts.
+
+    ``sums`` and ``counts`` are (R, P): replicate r's sum of values (wins, scores) on prompt p and how
+    many there are (0 where the replicate lacks the prompt). The replicates share their prompts (and
+    seeds and initial noise): prompts are a factor crossed with replicates, not nested in them. So each
+    resample draws R replicates with replacement, and independently one set of P prompts with
+    replacement that all drawn replicates share, and takes
+    sum over drawn (replicate, prompt) of sums / sum of their counts (a replicate or prompt drawn twice
+    counts twice). The interval then covers another training run as well as other prompts.
+
+    The prompts drawn are exactly those of ``cluster_sums_ci`` with the same seed, so with identical
+    replicates (or R = 1) the interval is the prompt-only one of the pooled sums; replicates that
+    disagree widen it. ``bounds``: (min, max) of the underlying values, as in ``cluster_sums_ci``.
+    """
+    sums, counts = np.asarray(sums, dtype=np.float64), np.asarray(counts, dtype=np.float64)
+    if sums.ndim != 2 or sums.shape != counts.shape:
+        raise ValueError(f"sums and counts must be (R, P) and alike: {sums.shape} vs {counts.shape}")
+    return two_level_cis(sums[:, :, None], counts[:, :, None], [bounds], n_boot=n_boot, seed=seed, alpha=alpha)[0]
+
+
+def two_level_cis(
+    sums: np.ndarray,
+    counts: np.ndarray,
+    bounds: list[tuple[float, float]],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> list[tuple[float, float]]:
+    """``two_level_ci`` for m statistics over the same (R, P) at once: ``sums`` and ``counts`` (R, P, m).
+
+    The resamples depend only on (R, P, n_boot, seed), so each statistic gets exactly the interval it
+    would get alone. Per chunk of b resamples: (b, P) prompt multiplicities C, (b, R) replicate
+    multiplicities M, and the statistic is sum_r M[:, r] · (C @ sums[r]) / sum_r M[:, r] · (C @ counts[r]).
+    A resample whose drawn replicates hold none of its drawn prompts has no mean and is left out.
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    sums, counts = np.asarray(sums, dtype=np.float64), np.asarray(counts, dtype=np.float64)
+    if sums.ndim != 3 or sums.shape != counts.shape or 0 in sums.shape[:2] or sums.shape[2] != len(bounds):
+        raise ValueError(f"sums and counts must be (R, P, m) with R, P > 0 and m bounds: {sums.shape}, "
+                         f"{counts.shape}, {len(bounds)} bounds")
+    if not (np.all(np.isfinite(sums)) and np.all(np.isfinite(counts)) and np.all(counts >= 0)):
+        raise ValueError("sums must be finite and counts finite and >= 0")
+    if np.any(counts.sum(axis=1) == 0):
+        raise ValueError("a replicate has no values for some statistic: drop it before bootstrapping")
+    out: list[tuple[float, float]] = [(float(lo), float(hi)) for lo, hi in bounds]
+    live = [j for j, (lo, hi) in enumerate(bounds) if lo != hi]
+    if not live:
+        return out
+    n_rep = sums.shape[0]
+    num, den = sums[:, :, live], counts[:, :, live]  # (R, P, m')
+    rep_rng = np.random.default_rng([seed, 2])  # a stream of its own: the prompt draws stay those of seed
+    stats = np.empty((n_boot, len(live)), dtype=np.float64)
+    for start, stop, c in _multiplicities(sums.shape[1], n_boot, seed):
+        m = _counts(rep_rng.integers(0, n_rep, size=(stop - start, n_rep)), n_rep)  # (b, R) multiplicities
+        top = np.einsum("br,brm->bm", m, np.einsum("bp,rpm->brm", c, num))
+        bottom = np.einsum("br,brm->bm", m, np.einsum("bp,rpm->brm", c, den))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            stats[start:stop] = np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1.0), np.nan)
+    return _percentiles(stats, bounds, live, out, alpha)
 
 
 def mean_ci(
