@@ -42,7 +42,8 @@ def test_imports_point_down_only():
         imported = _imported(PACKAGE / f"{module}.py")
         inside = {m for m in imported if m in LAYERS}
         assert inside <= set(LAYERS[:i]), f"{module} imports {sorted(inside - set(LAYERS[:i]))} from above it"
-        assert imported - inside <= {"bench.store"}, f"{module} imports {sorted(imported - inside)}"
+        # the store, and the registry for what a reward measures where an older store does not say
+        assert imported - inside <= {"bench.store", "bench.registry"}, f"{module} imports {sorted(imported - inside)}"
 
 
 def test_the_package_init_imports_nothing():
