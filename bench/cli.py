@@ -48,9 +48,12 @@ def _progress() -> Progress:
 
 
 def _run_counts(runs: list) -> str:
-    """'base x2, dpo x3, npo': each method once, with its number of runs (replicates, matched bases)."""
-    counts = Counter(r.method for r in runs)
-    return ", ".join(m + (f" x{n}" if n > 1 else "") for m, n in counts.items())
+    """'base x2, dpo x3, npo': each method once, with its number of runs (replicates, matched bases), then
+    the number of intermediate checkpoints sampled."""
+    counts = Counter(r.method for r in runs if r.checkpoint_step is None)
+    snapshots = sum(r.checkpoint_step is not None for r in runs)
+    return (", ".join(m + (f" x{n}" if n > 1 else "") for m, n in counts.items())
+            + (f"; {snapshots} intermediate checkpoints" if snapshots else ""))
 
 
 def _seed_text(seeds: list[int]) -> str:
@@ -74,6 +77,11 @@ def run(
     train_seeds: Annotated[Optional[str], typer.Option(help="Train each trained method once per seed, e.g. 0-2: "
                                                        "replicates whose spread the report's intervals include "
                                                        "(default: once, with the method's seed setting).")] = None,
+    eval_every: Annotated[int, typer.Option(help="Also keep each trained method's model every N training steps and "
+                                            "sample it on --eval-prompts prompts: the report's over-optimisation "
+                                            "curves (0: only the final model).")] = 0,
+    eval_prompts: Annotated[int, typer.Option(help="Prompts of the suite the intermediate checkpoints are drawn on "
+                                              "(a fixed choice, every seed).")] = 50,
     rewards: Annotated[Optional[str], typer.Option(help="Comma-separated reward ids (default: per model).")] = None,
     db: Annotated[Path, typer.Option(help="DuckDB file; images and checkpoints go beside it.")] = DEFAULT_DB,
     set_: Annotated[list[str], typer.Option("--set", help="Override a setting: method.field=value, "
@@ -102,13 +110,14 @@ def run(
             raise UsageError("--processes starts its own launch; under `accelerate launch` leave it out")
         planning.check_device(device, processes)
         the_plan = planning.make_plan(methods, model, suite, seeds, rewards, db, parse_sets(set_), device, vae,
-                                       precision, train_seeds)
+                                       precision, train_seeds, eval_every, eval_prompts)
         planning.preflight(the_plan)
     except (UsageError, KeyError) as e:
         _fail_usage(UsageError(escape(str(e))))  # names are user data: "[/x]" is not rich markup
     if processes > 1:  # checked here, run by the launched processes (whose main one reports)
         args = [*(["--methods", methods] if methods else []), "--model", model, *(["--vae", vae] if vae else []),
                 "--suite", suite, "--seeds", seeds, *(["--train-seeds", train_seeds] if train_seeds else []),
+                "--eval-every", str(eval_every), "--eval-prompts", str(eval_prompts),
                 *(["--rewards", rewards] if rewards else []), "--db", str(db), "--device", device,
                 "--precision", precision,
                 *(a for s in set_ for a in ("--set", s))]

@@ -52,6 +52,10 @@ class RunSpec:
     arm: str = ""  # runs that differ only in training seed share it (replicates); a lone run: its run_id
     parent_runs: tuple[tuple[str, str], ...] = ()  # (method, run_id) of the runs it stacks on, same train seed
     reward_relations: tuple[tuple[str, str, str], ...] = ()  # (reward, relation, reason): not held out from it
+    snapshot_every: int = 0  # the artifact also holds the model every this many steps (--eval-every)
+    checkpoint_step: int | None = None  # an intermediate checkpoint's run: sampled with the model of this step
+    final_run: str = ""  # ... of this run's training
+    prompt_ids: tuple[str, ...] | None = None  # only these prompts of the suite (None: all)
     weights: Any = None  # bench.published.Weights: published weights sampled instead of training (METHOD@WEIGHTS)
     weights_source: dict[str, Any] | None = field(default=None, hash=False)  # what `runs` says of them
 
@@ -62,15 +66,18 @@ class RunSpec:
 
     @property
     def trains(self) -> bool:
-        """Whether this run has a training phase (published weights have none)."""
-        return self.cls.trains and self.weights is None
+        """Whether this run has a training phase (published weights have none; an intermediate checkpoint's
+        is its final run's)."""
+        return self.cls.trains and self.weights is None and self.checkpoint_step is None
 
     @property
     def config(self) -> dict[str, Any]:
         return {"method": self.method, "method_config": dataclasses.asdict(self.cfg), "model": self.model.name,
                 "model_revision": self.model_revision, "sampler": dataclasses.asdict(self.sampler),
                 **_precision_key(self.precision),
-                **({"published_weights": self.weights_source, "trains": False} if self.weights_source else {})}
+                **({"published_weights": self.weights_source, "trains": False} if self.weights_source else {}),
+                **({"checkpoint_step": self.checkpoint_step, "final_run": self.final_run,
+                    "prompt_ids": list(self.prompt_ids or ())} if self.checkpoint_step is not None else {})}
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -183,7 +190,7 @@ def describe_settings(settings: dict[str, Any]) -> str:
 
 def method_spec(method_id: str, cfg: MethodConfig, model: models.ModelSpec, revision: str,
                 sampler: SamplerConfig, sample: bool = True, parents: dict[str, RunSpec] | None = None,
-                precision: str = "fp32") -> RunSpec:
+                precision: str = "fp32", snapshot_every: int = 0) -> RunSpec:
     """The run of ``method_id`` with ``cfg``; ``parents``: the runs it stacks on (method -> spec)."""
     cls = METHODS.get(method_id)
     parents = parents or {}
@@ -191,8 +198,9 @@ def method_spec(method_id: str, cfg: MethodConfig, model: models.ModelSpec, revi
     identity = {"method": method_id, "cfg": dataclasses.asdict(cfg), "model": revision,
                 "sampler": sampler.key_fields(), "parents": parent_hashes, **_precision_key(precision)}
     train_parents = parent_hashes if cls.trains_on_parents else {}
+    snapshot_every = snapshot_every if cls.trains and hasattr(cfg, "steps") and snapshot_every < cfg.steps else 0
     train_identity = {"method": method_id, "train": cfg.train_fields(), "model": revision, "parents": train_parents,
-                      **_precision_key(precision)}
+                      **_precision_key(precision), **({"snapshot_every": snapshot_every} if snapshot_every else {})}
     model_short = model.name if model.tiny_preset or "/" not in model.name else model.name.split("/")[-1]
     run_id = f"{method_id}-{Path(model_short).name}-{config_hash(identity)[:8]}"
     train_seed = int(cfg.seed) if cls.trains and hasattr(cfg, "seed") else None
@@ -206,12 +214,35 @@ def method_spec(method_id: str, cfg: MethodConfig, model: models.ModelSpec, revi
                    artifact_hash=config_hash(train_identity),
                    sampler_key=config_hash([revision, settings, *_precision_key(precision).values()]),
                    sample=sample, precision=precision, train_seed=train_seed, arm=arm,
-                   parent_runs=tuple(sorted((m, p.run_id) for m, p in parents.items())))
+                   parent_runs=tuple(sorted((m, p.run_id) for m, p in parents.items())), snapshot_every=snapshot_every)
+
+
+def checkpoint_runs(final: RunSpec, prompt_ids: tuple[str, ...]) -> list[RunSpec]:
+    """The runs of ``final``'s intermediate checkpoints (every ``snapshot_every`` steps before the last), each
+    sampled on ``prompt_ids`` only; the curve's last point is ``final`` itself on those prompts."""
+    every = final.snapshot_every
+    out = []
+    for step in range(every, final.cfg.steps, every) if every else ():
+        identity = {"final_run": final.run_id, "artifact": final.artifact_hash, "step": step, "prompts": prompt_ids}
+        out.append(dataclasses.replace(
+            final, run_id=f"{final.run_id}-step{step}-{config_hash(identity)[:6]}", arm="", train_seed=None,
+            checkpoint_step=step, final_run=final.run_id, prompt_ids=prompt_ids, snapshot_every=0))
+    return [dataclasses.replace(r, arm=r.run_id) for r in out]
+
+
+def eval_subset(suite: suites.Suite, k: int) -> tuple[str, ...]:
+    """``k`` prompts of the suite, a fixed choice (by the sha256 of suite and prompt id): the same in every
+    run and on every machine, whatever the suite's order."""
+    import hashlib
+
+    ranked = sorted(suite.prompts, key=lambda p: hashlib.sha256(f"{suite.name}\x1f{p.prompt_id}".encode()).hexdigest())
+    return tuple(sorted(p.prompt_id for p in ranked[:k]))
 
 
 def make_plan(method_names: str | None, model: str, suite: str, seeds: str, rewards: str | None, db: Path,
               sets: dict[str, dict[str, str]], device: str = "cpu", vae: str | None = None,
-              precision: str = "auto", train_seeds: str | None = None) -> Plan:
+              precision: str = "auto", train_seeds: str | None = None, eval_every: int = 0,
+              eval_prompts: int = 50) -> Plan:
     seed_list = parse_seeds(seeds)
     replicate_seeds = parse_seeds(train_seeds, "--train-seeds", MAX_TRAIN_SEEDS) if train_seeds else None
     items = [x.strip() for x in (method_names or "").split(",") if x.strip()]
@@ -259,7 +290,8 @@ def make_plan(method_names: str | None, model: str, suite: str, seeds: str, rewa
             if need not in METHODS.available():
                 raise UsageError(f"{mid} stacks on unknown method {need!r}; available: {', '.join(METHODS.available())}")
             parents[need] = add(need, seed, stack=(*stack, mid))
-        specs[key] = method_spec(mid, cfg, spec, revision, sampler, mid in chosen, parents, precision)
+        specs[key] = method_spec(mid, cfg, spec, revision, sampler, mid in chosen, parents, precision,
+                                 eval_every if mid in chosen else 0)
         return specs[key]
 
     for mid in chosen:
@@ -272,7 +304,11 @@ def make_plan(method_names: str | None, model: str, suite: str, seeds: str, rewa
         if (run.method, None) in specs:  # two files of one name: the label takes the fingerprint's start
             run = dataclasses.replace(run, method=f"{run.method}~{run.weights_source['fingerprint'][:6]}")
         specs[(run.method, None)] = run
-    runs = _with_matched_bases(list(specs.values()), spec, revision, sampler, precision, sets, notes)
+    if eval_every < 0 or eval_prompts < 1:
+        raise UsageError(f"--eval-every must be >= 0 and --eval-prompts >= 1, got {eval_every} and {eval_prompts}")
+    subset = eval_subset(suite_obj, eval_prompts) if eval_every else ()
+    checkpoints = [c for r in list(specs.values()) if r.sample for c in checkpoint_runs(r, subset)]
+    runs = _with_matched_bases(list(specs.values()) + checkpoints, spec, revision, sampler, precision, sets, notes)
     runs = [dataclasses.replace(r, reward_relations=_reward_relations(r, runs, spec, reward_list)) for r in runs]
     return Plan(spec, runs, suite_obj, seed_list, reward_list, Path(db), data, device, notes, precision)
 

@@ -141,6 +141,8 @@ class Runner:
                     "git_sha": git_sha()})
                 if spec.train_seed is not None:
                     self.store.add_replicate(spec.run_id, spec.arm, spec.train_seed)
+                if spec.checkpoint_step is not None:
+                    self.store.add_checkpoint_step(spec.run_id, spec.final_run, spec.checkpoint_step)
                 self.store.set_run_rewards(spec.run_id, {rid: (rel, why) for rid, rel, why in spec.reward_relations})
             self.store.add_prompts(self.plan.suite.name, [
                 {"prompt_id": p.prompt_id, "prompt": p.text, "category": p.category, "meta_json": json.dumps(p.meta)}
@@ -247,7 +249,9 @@ class Runner:
         method = spec.cls(spec.cfg)
         start = time.perf_counter()
         log = TrainLog(self.store, spec)
-        ctx = self.inputs.context(spec, tmp, self.parent_artifacts(spec), log=log)
+        every, steps = spec.snapshot_every, getattr(spec.cfg, "steps", 0)
+        ctx = self.inputs.context(spec, tmp, self.parent_artifacts(spec), log=log, snapshot=lambda step: (
+            tmp / "steps" / f"{step:06d}" if every and step % every == 0 and step < steps else None))
 
         def finish() -> None:
             log.flush()
@@ -266,10 +270,12 @@ class Runner:
 
     def sample(self, spec: planning.RunSpec) -> None:
         suite = self.plan.suite
+        prompt_ids = None if spec.prompt_ids is None else set(spec.prompt_ids)
 
         def missing() -> list[tuple[str, int]]:
             keys = self.store.missing_image_keys(
-                spec.run_id, suite.name, [(p.prompt_id, s) for p in suite.prompts for s in self.plan.seeds])
+                spec.run_id, suite.name, [(p.prompt_id, s) for p in suite.prompts for s in self.plan.seeds
+                                          if prompt_ids is None or p.prompt_id in prompt_ids])
             redraw = len(set(keys) & self.store.existing_image_keys(spec.run_id, suite.name))
             if redraw:
                 self.log(f"[yellow]{spec.method}: {redraw} stored image file(s) gone or damaged (not the bytes of "
@@ -283,6 +289,9 @@ class Runner:
         todo = [(prompts[pid], s) for pid, s in keys]
         pipe = self.pipe()
         artifact = self.artifact(spec) if spec.trains else None  # checked against its manifest first
+        if spec.checkpoint_step is not None:  # an intermediate checkpoint, inside its final run's artifact
+            final = next(r for r in self.plan.runs if r.run_id == spec.final_run)
+            artifact = self.artifact(final) / "steps" / f"{spec.checkpoint_step:06d}"
         method = spec.cls(spec.cfg)
         if spec.weights is not None:  # METHOD@WEIGHTS: the method's sampling rule with the published UNet
             from bench import published

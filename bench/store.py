@@ -30,6 +30,9 @@ Schema (times are UTC, durations in seconds; ``path`` is relative to the folder 
     is ``trained-on`` (the run optimised it directly: tailorpo's in-loop reward) or ``same-data`` (it
     was learned from the preference labels the run trained on: tiny-pickscore for pair methods on
     tiny-pickapic, PickScore for Pick-a-Pic).
+``checkpoint_steps``: run_id PK, final_run_id, step: a run drawn with an intermediate checkpoint of
+    ``final_run_id``'s training (``bench run --eval-every N``), on a fixed subset of the suite's prompts:
+    the points of the report's over-optimisation curves.
 ``embeddings``: (image_id, space, space_version) PK, vector (FLOAT[]): an image's embedding in a
     reward model's feature space (the tiny world's fidelity features; CLIP ViT-L/14's image embedding),
     for the report's diversity across a prompt's seeds.
@@ -69,7 +72,7 @@ import numpy as np
 import pandas as pd
 
 TABLES = ("runs", "prompts", "images", "scores", "train_log", "rewards", "run_suites", "replicates", "run_rewards",
-          "reward_roles", "embeddings")
+          "reward_roles", "embeddings", "checkpoint_steps")
 RELATIONS = ("trained-on", "same-data")
 ROLES = ("gold", "preference", "faithfulness")
 RUN_COLUMNS = (
@@ -105,6 +108,8 @@ CREATE TABLE IF NOT EXISTS replicates (
 CREATE TABLE IF NOT EXISTS run_rewards (
     run_id VARCHAR, reward VARCHAR, relation VARCHAR NOT NULL CHECK (relation IN ('trained-on', 'same-data')),
     reason VARCHAR, PRIMARY KEY (run_id, reward));
+CREATE TABLE IF NOT EXISTS checkpoint_steps (
+    run_id VARCHAR PRIMARY KEY, final_run_id VARCHAR NOT NULL, step INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS embeddings (
     image_id VARCHAR, space VARCHAR, space_version VARCHAR, vector FLOAT[] NOT NULL,
     PRIMARY KEY (image_id, space, space_version));
@@ -404,6 +409,11 @@ class Store:
         """Record that ``run_id`` is the replicate of ``arm`` trained with ``train_seed``."""
         with self._connect() as con:
             con.execute("INSERT OR REPLACE INTO replicates VALUES (?, ?, ?)", [run_id, arm, int(train_seed)])
+
+    def add_checkpoint_step(self, run_id: str, final_run_id: str, step: int) -> None:
+        """Record that ``run_id`` samples the checkpoint of step ``step`` of ``final_run_id``'s training."""
+        with self._connect() as con:
+            con.execute("INSERT OR REPLACE INTO checkpoint_steps VALUES (?, ?, ?)", [run_id, final_run_id, int(step)])
 
     def set_run_rewards(self, run_id: str, relations: dict[str, tuple[str, str]]) -> None:
         """Record the rewards ``run_id`` is not held out from: reward -> (relation, reason); replaces what was

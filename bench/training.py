@@ -103,7 +103,8 @@ class TrainingInputs:
         return REWARDS.get(rid)(self.plan.reward_weights(rid), self.plan.device).load()
 
     def context(self, spec: planning.RunSpec, out_dir: Path, artifacts: Callable[[str], Path],
-                log: Callable[[int, dict[str, float]], None]) -> TrainContext:
+                log: Callable[[int, dict[str, float]], None],
+                snapshot: Callable[[int], Path | None] = lambda step: None) -> TrainContext:
         """What ``spec``'s method may train on: the inputs it declares in ``needs()``; asking for another
         one fails with a message naming the declaration it lacks."""
         keep_ties = bool(getattr(spec.cfg, "keep_ties", False))
@@ -116,7 +117,7 @@ class TrainingInputs:
             seed=int(getattr(spec.cfg, "seed", 0)), pairs=inputs[PAIRS], images=inputs[IMAGES],
             prompts=inputs[PROMPTS], reward=inputs[REWARD], log=log,
             progress=lambda done, total: self.progress(f"train {spec.method}", done, total), artifacts=artifacts,
-            dist=self.procs.data_parallel())
+            dist=self.procs.data_parallel(), snapshot=snapshot)
 
 
 def _undeclared(method_id: str, need: str) -> Callable[[], Any]:

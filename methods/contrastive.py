@@ -61,6 +61,11 @@ def sft_errors(side: str) -> Callable[..., torch.Tensor]:
     return errors
 
 
+def _sub(folder: Path | None, name: str) -> Path | None:
+    """A module's part of an intermediate checkpoint (positive/ or negative/ within the step's folder)."""
+    return None if folder is None else folder / name
+
+
 @dataclass(frozen=True)
 class ContrastiveConfig(DPOConfig):
     variant: str = "cpgd"  # cpgd: SFT modules θ₊/θ₋; pgd: a DPO module it trains (beta: train_sdxl_pgd.sh 5000)
@@ -129,6 +134,7 @@ class ContrastiveGuidance(Method):
 
         for i, (name, side) in enumerate((("positive", "w"), ("negative", "l"))):
             sub = replace(ctx, out_dir=Path(ctx.out_dir) / name,
+                          snapshot=lambda step, name=name: _sub(ctx.snapshot(step), name),
                           log=lambda step, v, name=name: ctx.log(step, {f"{name}/{k}": x for k, x in v.items()}),
                           progress=lambda done, total, i=i: ctx.progress(i * total + done, 2 * total))
             train_pairs(sub, self.cfg, loss_fn, errors_fn=sft_errors(side))

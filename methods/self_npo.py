@@ -222,7 +222,8 @@ class SelfNPO(TrainedUNetMethod):
                                             gen, lambda v: dist.gather(v, n))
                 yield loss, logs, weight
 
-        trainer.run(parts, after_step=lambda: ema_update(teacher, student, cfg.ema_decay))
+        trainer.run(parts, after_step=lambda: ema_update(teacher, student, cfg.ema_decay),
+                    save=lambda out: save_unet(student, pipe, out, lora=False))
         if dist.is_main:  # every process holds the same weights
             save_unet(student.eval(), pipe, Path(ctx.out_dir), lora=False)
 

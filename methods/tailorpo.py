@@ -241,7 +241,7 @@ class TailorPO(TrainedUNetMethod):
             loss, _, acc = tailorpo_loss(gather(x_w), gather(x_l), gather(mean_theta), gather(mean_ref), std, cfg.beta)
             yield loss, {**logs, "implicit_acc": float(acc), "t": float(t)}, 1.0
 
-        trainer.run(parts)
+        trainer.run(parts, save=lambda out: save_unet(policy, pipe, out, lora=True))
         if dist.is_main:  # every process holds the same weights
             save_unet(policy.eval(), pipe, Path(ctx.out_dir), lora=True)
 

@@ -73,6 +73,8 @@ class TrainContext:
     log: Callable[[int, dict[str, float]], None] = lambda step, values: None  # per-step training metrics
     progress: Callable[[int, int], None] = lambda done, total: None
     artifacts: Callable[[str], Path] = lambda method_id: Path()  # trained artifact of another method (stacking)
+    # The folder to save the model of this optimizer step into (an intermediate checkpoint), or None.
+    snapshot: Callable[[int], Path | None] = lambda step: None
     dist: DataParallel = field(default_factory=DataParallel)  # how a step's rows split over processes
 
 

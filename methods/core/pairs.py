@@ -259,7 +259,7 @@ def train_pairs(ctx: TrainContext, cfg: Any, loss_fn: LossFn, errors_fn: ErrorsF
             loss, logs = loss_fn(errors)
             yield loss, {**error_logs(errors), **logs}, weight
 
-    trainer.run(parts)
+    trainer.run(parts, save=lambda out: save_unet(policy, pipe, out, lora=cfg.lora_rank > 0))
     policy.eval()
     if dist.is_main:  # every process holds the same weights
         save_unet(policy, pipe, Path(ctx.out_dir), lora=cfg.lora_rank > 0)

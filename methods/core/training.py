@@ -221,15 +221,21 @@ class Trainer:
         self.schedule.step()
         return logs
 
-    def run(self, parts: Callable[[], Iterable[Part]], after_step: Callable[[], None] = lambda: None) -> None:
+    def run(self, parts: Callable[[], Iterable[Part]], after_step: Callable[[], None] = lambda: None,
+            save: Callable[[Path], None] | None = None) -> None:
         """``cfg.steps`` optimizer steps, each over ``parts()``: the micro-batch losses of its next batch.
-        ``after_step`` runs after each update (e.g. an EMA teacher's)."""
+        ``after_step`` runs after each update (e.g. an EMA teacher's); ``save(folder)`` writes the model as
+        the method's artifact does, into each folder ``ctx.snapshot(step)`` names (intermediate checkpoints;
+        the main process writes: every process holds the same weights)."""
         for step in range(1, self.cfg.steps + 1):
             logs = self.step(parts())
             after_step()
             if not math.isfinite(logs["loss"]):
                 raise FloatingPointError(f"loss is {logs['loss']} at step {step}")
             self.ctx.log(step, logs)
+            folder = self.ctx.snapshot(step) if save is not None else None
+            if folder is not None and self.ctx.dist.is_main:
+                save(folder)
             self.ctx.progress(step, self.cfg.steps)
 
 
