@@ -267,7 +267,11 @@ def train_pairs(ctx: TrainContext, cfg: Any, loss_fn: LossFn, errors_fn: ErrorsF
 
 
 def error_logs(errors: Any) -> dict[str, float]:
-    """The policy's mean winner and loser errors, when ``errors`` are a pair's."""
+    """The policy's mean winner and loser errors, and each relative to the reference's on the same noise (what
+    SDPO keeps from rising for the winner), when ``errors`` are a pair's."""
     if not isinstance(errors, PairErrors):
         return {}
-    return {"err_w": float(errors.model_err_w.detach().mean()), "err_l": float(errors.model_err_l.detach().mean())}
+    err_w, err_l = errors.model_err_w.detach(), errors.model_err_l.detach()
+    return {"err_w": float(err_w.mean()), "err_l": float(err_l.mean()),
+            "rel_err_w": float((err_w - errors.ref_err_w.detach()).mean()),
+            "rel_err_l": float((err_l - errors.ref_err_l.detach()).mean())}
