@@ -91,7 +91,8 @@ def test_reward_relations(tmp_path):
 def test_replicated_run_on_the_test_world(tmp_path):
     db = tmp_path / "results" / "bench.duckdb"
     args = ["run", "--model", "tiny-micro", "--methods", "dpo", "--seeds", "0", "--train-seeds", "0-1",
-            "--db", str(db), "--set", "dpo.steps=3", "--set", "sampler.steps=2", "--rewards", "oracle,tiny-pickscore,fidelity"]
+            "--db", str(db), "--set", "dpo.steps=3", "--set", "sampler.steps=2",
+            "--rewards", "oracle,tiny-pickscore,fidelity"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "dpo x2" in result.output
