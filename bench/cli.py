@@ -156,6 +156,8 @@ def report(
     methods: Annotated[Optional[str], typer.Option(help="Only these methods (comma-separated); base is always "
                                                    "shown.")] = None,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 1000,
+    amortise: Annotated[int, typer.Option(help="The compute-matched frontier spreads a run's training time over "
+                                          "this many images.")] = 10_000,
 ) -> None:
     """Win rates against base with bootstrap CIs, means, rankings, categories, costs, charts and image grids,
     from the store only."""
@@ -171,6 +173,8 @@ def report(
             raise UsageError(f"--format takes one of {', '.join(FORMATS)}, got {format!r}")
         if not db.exists():
             raise UsageError(f"no results store at {db}; run `bench run` first or pass --db")
+        if amortise < 1:
+            raise UsageError(f"--amortise must be >= 1 image, got {amortise}")
         if not MIN_RESAMPLES <= resamples <= MAX_RESAMPLES:
             raise UsageError(f"--resamples must be from {MIN_RESAMPLES:,} to {MAX_RESAMPLES:,}, got {resamples:,}")
         check_out(format, out)
@@ -182,7 +186,7 @@ def report(
         _fail_usage(UsageError(escape(str(e))))  # names are user data: "[/x]" is not rich markup
     try:
         path, text = write(store, format, out, Path("reports"), suites=suites, methods=method_list,
-                           n_boot=resamples, warn=lambda w: console.print(Text.assemble(("warning: ", "yellow"), w)))
+                           n_boot=resamples, amortise=amortise, warn=lambda w: console.print(Text.assemble(("warning: ", "yellow"), w)))
     except (OSError, StoreError) as e:  # the disk filled up, or a writer held the store past the lock timeout
         console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False)
         raise typer.Exit(1)

@@ -224,10 +224,10 @@ def checkpoint_runs(final: RunSpec, prompt_ids: tuple[str, ...]) -> list[RunSpec
     out = []
     for step in range(every, final.cfg.steps, every) if every else ():
         identity = {"final_run": final.run_id, "artifact": final.artifact_hash, "step": step, "prompts": prompt_ids}
-        out.append(dataclasses.replace(
-            final, run_id=f"{final.run_id}-step{step}-{config_hash(identity)[:6]}", arm="", train_seed=None,
-            checkpoint_step=step, final_run=final.run_id, prompt_ids=prompt_ids, snapshot_every=0))
-    return [dataclasses.replace(r, arm=r.run_id) for r in out]
+        run_id = f"{final.run_id}-step{step}-{config_hash(identity)[:6]}"
+        out.append(dataclasses.replace(final, run_id=run_id, arm=run_id, train_seed=None, checkpoint_step=step,
+                                       final_run=final.run_id, prompt_ids=prompt_ids, snapshot_every=0))
+    return out
 
 
 def eval_subset(suite: suites.Suite, k: int) -> tuple[str, ...]:

@@ -187,7 +187,7 @@ def test_markdown_has_one_table_per_suite_and_reward_and_a_footer(store, tmp_pat
     assert [line for line in lines if line.startswith("## ")] == [
         "## Ranking", "## Suite parti", "## Cost", "## Statistics", "## Provenance"]
     assert [line for line in lines if line.startswith("### ")] == ["### parti", "### hps (v1)", "### pick (v1)",
-                                                               "### Image grids"]
+                                                               "### Compute-matched frontier", "### Image grids"]
     assert "| dpo | 20 | 5.05 [" in text and "| 75.0 [" in text and "| 0.18 (0.18) | 30 | 2 |" in text
     assert "| base | 20 | 4.55 [" in text and "torch 2.6.0" in text and "abc1234" in text
 

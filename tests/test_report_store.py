@@ -136,9 +136,16 @@ def test_attributes_ignore_free_text_and_too_many_levels():
     assert list(report_categories.attributes(prompts)) == ["half"]
 
 
-def test_ranking_without_reward_roles_averages_the_win_rates_of_every_reward(rows):
-    # No reward_roles rows: both rewards count as preference rewards, every run is held out from both.
+def test_without_reward_roles_a_reward_takes_the_role_its_registered_class_declares(rows):
+    # No reward_roles rows: oracle is registered as the tiny world's gold reward, pick is registered nowhere
+    assert {r["reward"]: r["reward_role"] for r in rows} == {"oracle": "gold", "pick": "preference"}
     (block,) = report_summary.ranking(rows)
+    assert (block["basis"], block["ranked_on"]) == ("gold", ["oracle (oracle-v1)"])
+
+
+def test_ranking_on_preference_rewards_averages_the_win_rates_of_every_reward(rows):
+    # Both rewards preference rewards (as an unregistered oracle would be): every run is held out from both.
+    (block,) = report_summary.ranking([{**r, "reward_role": "preference"} for r in rows])
     assert block["rewards"] == block["ranked_on"] == ["oracle (oracle-v1)", "pick (v1)"]
     assert (block["basis"], block["constraints"]) == ("preference", [])
     methods = [e["method"] for e in block["entries"]]

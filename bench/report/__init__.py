@@ -10,6 +10,10 @@ below it, not even lazily inside a function (``tests/test_report_layers.py`` che
    ``summary``    ranking against base, cost of each run, score histograms
    ``categories`` win rates per prompt category and attribute
    ``diversity``  how varied a run's images of one prompt are, against base
+   ``curves``     win rates over training steps (intermediate checkpoints) and the over-optimisation flag
+   ``frontier``   the compute-matched frontier: win rate against cost per image, beside best_of_n
+   ``papers``     published numbers of catalogued checkpoints beside ours (reads ``bench.checkpoints``)
+   ``trainlog``   training curves from ``train_log``, per method family
 4. ``plots``      matplotlib drawing;  ``charts`` which charts a report has;  ``grids`` image grids
 5. ``document``   one ``Document`` gathering all of the above
 6. ``fmt``        number, percent, CI and p formatting, Markdown and HTML escaping

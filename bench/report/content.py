@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from bench.report import charts
 from bench.report import rows as report_rows
 from bench.report.document import Document
 from bench.report.fmt import SIG, ci, g, p_text, pct
@@ -313,6 +314,10 @@ def statistics_notes(doc: Document, name: Escape = str) -> list[str]:
                           "categories.")] = ("Per-category intervals are descriptive: they are not adjusted for the "
                                              "number of categories, and resample prompts only (an arm's replicates "
                                              "pooled).")
+    if doc.curves:
+        notes.append("Intermediate checkpoints (bench run --eval-every) are runs of their own, drawn on a subset of "
+                     "the prompts: they are left out of every table, ranking, grid, cost and histogram, and shown "
+                     "only as the points of the training dynamics curves.")
     notes += [n for n in (_base_note(doc, name), _relation_note(doc, name)) if n]
     if doc.missing_images:
         notes.append(f"{doc.missing_images} grid image(s) could not be shown (never generated, or the file is gone "
@@ -341,3 +346,219 @@ def provenance_runs(prov: dict) -> list[list[str]]:
                                                     r["sampler_key"], r["config_hash"], r["artifact_hash"],
                                                     r["status"], versions)])
     return rows
+
+
+# -- over-optimisation curves -------------------------------------------------------------------------------------
+
+CURVES_TITLE = "Training dynamics: reward over training steps"
+CURVES_NOTE = ("Win rate against base at the intermediate checkpoints of a training run (bench run --eval-every), "
+               "drawn on a fixed subset of the suite's prompts with every seed; the last point is the final run on "
+               "the same prompts, at its last training step. Bands and brackets: 95% bootstrap CIs over prompts. "
+               "Solid lines: held-out rewards; dashed: proxies (rewards the run was trained on, †, or that were "
+               "learned from the preference data it trained on, ‡). A run is flagged where a proxy's win rate rises "
+               "from the first point to the last while a held-out reward's (gold first) falls by more than the "
+               "95% CI half-width of its last point: optimising the proxy at the expense of what it stands for.")
+
+
+def _reward_text(doc: Document, reward: dict[str, Any], name: Escape) -> str:
+    what = f"proxy: {reward['relation']}" if reward["relation"] else f"{reward['role']}, held out"
+    return f"{name(doc.reward_name(reward['reward'] + ' (' + reward['reward_version'] + ')'))} ({what})"
+
+
+def flag_text(doc: Document, flag: dict[str, Any], name: Escape = str) -> str:
+    """One sentence on a final run's curves: flagged or not, with the numbers it rests on."""
+    label = name(doc.run_label(flag["final_run_id"]))
+    proxy, held = flag["proxy"], flag["held_out"]
+    steps = f"from step {flag['first_step']} to step {flag['last_step']}"
+    if proxy is None or held is None:
+        which = held or proxy
+        lacking = "proxy" if proxy is None else "held-out"
+        return (f"{label}: nothing to flag, no {lacking} reward among its curves; {_reward_text(doc, which, name)} "
+                f"{pct(which['first'])}% → {pct(which['last'])}% {steps}.")
+    proxy_part = f"{_reward_text(doc, proxy, name)} {pct(proxy['first'])}% → {pct(proxy['last'])}%"
+    held_part = (f"{_reward_text(doc, held, name)} {pct(held['first'])}% → {pct(held['last'])}% (its last point's "
+                 f"95% CI half-width: {pct(held['half_width'])} points)")
+    if flag["flagged"]:
+        return (f"⚠ {label}: proxy rises while held-out falls. {steps[0].upper() + steps[1:]}, {proxy_part}, while "
+                f"{held_part}.")
+    return f"{label}: no proxy rising while a held-out reward falls {steps}: {proxy_part}; {held_part}."
+
+
+def curve_tables(doc: Document, suite: str, name: Escape = str) -> list[dict[str, Any]]:
+    """Per final run of a suite with curves: {"final_run_id", "header": ["step", reward names...], "rows": [[step,
+    "win % [95% CI]" per reward]]}, reward names escaped by ``name``."""
+    out = []
+    for final in dict.fromkeys(p["final_run_id"] for p in doc.curves if p["suite"] == suite):
+        mine = [p for p in doc.curves if p["suite"] == suite and p["final_run_id"] == final]
+        rewards = list(dict.fromkeys((p["reward"], p["reward_version"]) for p in mine))
+        at = {(p["step"], p["reward"], p["reward_version"]): p for p in mine}
+        relation = {(p["reward"], p["reward_version"]): p["reward_relation"] for p in mine}
+        header = ["step"] + [f"{name(doc.reward_name(f'{r} ({v})'))}{report_rows.mark(relation[(r, v)])} win % [95% CI]"
+                             for r, v in rewards]
+        rows = []
+        for step in sorted({p["step"] for p in mine}):
+            final_point = any(at.get((step, r, v), {}).get("run_id") == final for r, v in rewards)
+            cells = [f"{step} (final)" if final_point else str(step)]
+            for r, v in rewards:
+                p = at.get((step, r, v))
+                cells.append("—" if p is None else ci(p["win_rate"], p["ci_low"], p["ci_high"], pct))
+            rows.append(cells)
+        out.append({"final_run_id": final, "header": header, "rows": rows})
+    return out
+
+
+# -- diversity ----------------------------------------------------------------------------------------------------
+
+DIVERSITY_TITLE = "Diversity across seeds"
+DIVERSITY_HEADER = ("method", "prompts", "mean pairwise distance", "base", "Δ vs base [95% CI]", "Vendi", "base",
+                    "Δ vs base [95% CI]")
+NO_EMBEDDINGS = (f"{DIVERSITY_TITLE}: no image embeddings are stored for this suite, so how varied a method's "
+                 "images of one prompt are is not measured.")
+
+
+def diversity_note(space: str, version: str) -> str:
+    return (f"How varied a run's images of one prompt are across its seeds, in the {space} ({version}) embedding "
+            "space: per prompt, the mean pairwise cosine distance and the Vendi score (the effective number of "
+            "distinct images) over its seeds, averaged over the prompts; Δ is the paired difference with base over "
+            "the prompts both have, with a 95% bootstrap CI over prompts. Higher is more diverse.")
+
+
+FAITHFUL_NOTE = ("Faithful samples only: the images whose fidelity score is at least 0.5 (the prompt's shape and "
+                 "colour are recognised); a prompt counts with two such images or more. A method can look diverse "
+                 "by drawing the wrong thing; this asks whether it stays diverse among images that show the prompt.")
+
+
+def diversity_tables(doc: Document, suite: str, name: Escape = str) -> list[dict[str, Any]]:
+    """Per (space, version, subset) of a suite: {"space", "space_version", "subset", "rows": [[cells] per run]}:
+    DIVERSITY_HEADER, run names escaped by ``name``."""
+    out: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    for r in doc.diversity:
+        if r["suite"] == suite:
+            out.setdefault((r["space"], r["space_version"], r["subset"]), {}).setdefault(r["run_id"], {})[
+                r["metric"]] = r
+    tables = []
+    for (space, version, subset), by_run in out.items():
+        rows = []
+        for run_id, metrics in sorted(by_run.items(), key=lambda kv: (kv[1]["vendi"]["method"] != "base",
+                                                                      doc.run_label(kv[0]))):
+            cells = [name(doc.run_label(run_id)), str(metrics["vendi"]["n_prompts"])]
+            for m in ("mean_pairwise_distance", "vendi"):
+                r = metrics[m]
+                cells += [g(r["mean"]), g(r["base_mean"]), "—" if r["diff"] is None else
+                          f"{r['diff']:+.3g} [{r['diff_ci_low']:+.3g}, {r['diff_ci_high']:+.3g}]"]
+            rows.append(cells)
+        tables.append({"space": space, "space_version": version, "subset": subset, "rows": rows})
+    return tables
+
+
+# -- training curves ----------------------------------------------------------------------------------------------
+
+TRAINING_TITLE = "Training curves"
+TRAINING_NOTE = ("Training metrics as logged (train_log), one chart per method family, one line per run: the loss, "
+                 "the implicit accuracy (the share of pairs whose implicit reward ranks the winner first) and the "
+                 "winner's and loser's denoising error relative to the reference model (policy − reference: below 0 "
+                 "the policy denoises that image better than the model it started from). Diffusion-DPO can lower "
+                 "its loss while the winner's error rises; SDPO's safeguard is meant to keep it from rising, so "
+                 "their rel_err_w lines share the axes. An older log has only the absolute errors, shown instead. "
+                 "Long logs are averaged over bins of steps.")
+
+
+# -- compute-matched frontier -------------------------------------------------------------------------------------
+
+FRONTIER_TITLE = "Compute-matched frontier"
+FRONTIER_HEADER = ("method", "train s", "sample s", "images", "cost s / image", "win % vs base [95% CI]",
+                   "beats best_of_n of ≤ cost")
+
+
+def frontier_label(doc: Document, point: dict[str, Any]) -> str:
+    """``best_of_n N=4`` for a best_of_n point; the run's name otherwise."""
+    return charts.frontier_label(point, doc.names)
+
+
+def frontier_note(doc: Document, block: dict[str, Any], name: Escape = str) -> str:
+    reward = name(doc.reward_name(f"{block['reward']} ({block['reward_version']})"))
+    on = "the gold reward" if block["basis"] == "gold" else "the preference reward most runs are held out from"
+    return (f"What each run's win rate against base on {reward} ({on}) cost: cost per image = train s / "
+            f"{block['amortise']:,} (training amortised over {block['amortise']:,} images) + sample s / images "
+            "(best_of_n's sampling includes its N candidates and their verifier scores). One point per run; "
+            "best_of_n runs, the compute-matched baseline, are joined in order of N. A method beats the frontier "
+            "where its 95% CI lies above the win rate of every best_of_n point costing as much or less.")
+
+
+def frontier_text(doc: Document, block: dict[str, Any], name: Escape = str) -> str:
+    """The sentence under a frontier: which methods beat every best_of_n point of lower or equal cost."""
+    reward = name(doc.reward_name(f"{block['reward']} ({block['reward_version']})"))
+    points = {p["run_id"]: p for p in block["points"]}
+    unplaced = [name(frontier_label(doc, p)) for p in block["points"] if p["cost_s"] is None]
+    tail = (f" Not placed (sampling not timed): {', '.join(unplaced)}." if unplaced else "")
+    if not block["best_of_n"]:
+        return f"No best_of_n run with a cost in this suite: nothing to match compute against.{tail}"
+    parts = []
+    if block["beats"]:
+        beaters = []
+        for b in block["beats"]:
+            p = points[b["run_id"]]
+            beaters.append(f"{name(frontier_label(doc, p))} ({g(p['cost_s'])} s/image, win rate "
+                           f"{ci(p['win_rate'], p['ci_low'], p['ci_high'], pct)}%)")
+        parts.append(f"On {reward}, {', '.join(beaters)} beat{'s' if len(beaters) == 1 else ''} every best_of_n "
+                     "point of lower or equal cost: the 95% CI lies above each such point's win rate.")
+    else:
+        parts.append(f"On {reward}, no method beats every best_of_n point of lower or equal cost with its 95% CI "
+                     "above that point's win rate.")
+    if block["cheapest"]:
+        cheap = ", ".join(name(frontier_label(doc, points[r])) for r in block["cheapest"])
+        parts.append(f"Cheaper than every best_of_n point, so not compared: {cheap}.")
+    return " ".join(parts) + tail
+
+
+def frontier_cells(doc: Document, block: dict[str, Any], p: dict[str, Any], name: Escape = str) -> list[str]:
+    """One row of a frontier table (FRONTIER_HEADER), the run's name escaped by ``name``."""
+    beaten = {b["run_id"] for b in block["beats"]}
+    if p["best_of_n"] or p["method"] == "base" or p["run_id"] in block["cheapest"] or not block["best_of_n"] \
+            or p["cost_s"] is None or p["ci_low"] is None:
+        verdict = "—"
+    else:
+        verdict = "yes" if p["run_id"] in beaten else "no"
+    rate = "50 (base)" if p["method"] == "base" else ci(p["win_rate"], p["ci_low"], p["ci_high"], pct)
+    return [name(frontier_label(doc, p)), g(p["train_s"]), g(p["sample_s"]), str(p["n_images"] or 0), g(p["cost_s"]),
+            rate, verdict]
+
+
+# -- published numbers --------------------------------------------------------------------------------------------
+
+PAPERS_TITLE = "Published results beside ours"
+PAPERS_HEADER = ("paper", "table", "checkpoint", "suite", "reward", "statistic", "paper value", "ours [95% CI]",
+                 "paper value in our CI?")
+PAPERS_NOTE = ("Numbers the papers of catalogued checkpoints report (bench/checkpoints.py PAPER_NUMBERS, each read "
+               "at its source), beside ours for the run that sampled those published weights: a win rate against "
+               "base beside ours and its 95% CI, a mean beside our mean and its CI, ours on the paper's scale. "
+               "\"within CI\" where the paper's value lies in our interval, else \"differs\"; protocols can differ "
+               "(sampler, prompts, reward version), so a difference is a lead, not a verdict.")
+
+
+def paper_cells(doc: Document, e: dict[str, Any], name: Escape = str) -> list[str]:
+    """One row of the table of compared numbers (PAPERS_HEADER), its words escaped by ``name``."""
+    scale = e["scale"]
+    if e["ours"] is None:
+        ours = "—"
+    elif e["ci_low"] is None:
+        ours = f"{g(e['ours'] * scale)} (no interval)"
+    else:
+        ours = ci(e["ours"] * scale, e["ci_low"] * scale, e["ci_high"] * scale)
+    reward = e["reward"] if e["reward_version"] is None else doc.reward_name(f"{e['reward']} ({e['reward_version']})")
+    who = doc.run_label(e["run_id"]) if e["run_id"] in doc.names else e["checkpoint"]
+    return [name(e["paper"]), name(e["table"]), f"{name(e['checkpoint'])} ({name(who)})", name(e["suite"]),
+            name(reward), name(e["statistic"]), g(e["paper_value"]), ours, e["verdict"] or "—"]
+
+
+def paper_reference(e: dict[str, Any]) -> str:
+    """A number listed without ours, in words: reference only, or not measured in this store."""
+    what = (f"{e['paper']}, {e['table']}: {e['checkpoint']} on {e['suite']}, {e['reward']}, {e['statistic']} "
+            f"{g(e['paper_value'])}")
+    if e["status"] == "reference only":
+        why = ("a human judgement" if e["reward"].startswith("human:") else
+               "a statistic the harness does not compute" if e["statistic"] == "preference_accuracy" else
+               "not measurable here")
+        return f"{what}: reference only ({why}; protocol: {e['protocol']})."
+    return (f"{what}: not measured, the store holds no row of its checkpoint on suite {e['suite']} and reward "
+            f"{e['reward']}.")

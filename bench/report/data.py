@@ -10,13 +10,19 @@ Which way a reward is better comes from the store too: the ``rewards`` table, an
 view, whose ``win`` already counts in that direction. So do the training replicates (``replicates``:
 runs sharing an arm), the rewards a run is not held out from (``run_rewards``) and what each reward
 measures (``reward_roles``); a store written before those tables reads them as empty.
+
+The runs of intermediate checkpoints (``checkpoint_steps``, ``bench run --eval-every``) are left out of
+``per_prompt``, so of every table built on it; ``checkpoint_pairs`` reads their pairs for the
+over-optimisation curves. ``embeddings`` (with each image's fidelity score) feeds the diversity tables,
+``train_log`` the training curves (averaged in SQL), ``config_facts`` what the curves, the frontier and
+the published numbers read of a run's config.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -38,6 +44,7 @@ WITH agg AS (
         ON p.image_id = i.image_id AND p.reward = s.reward AND p.reward_version = s.reward_version
     WHERE ($suites IS NULL OR list_contains($suites, i.suite)) AND isfinite(s.value)
       AND i.run_id IN (SELECT run_id FROM runs)
+      AND i.run_id NOT IN (SELECT run_id FROM checkpoint_steps)
     GROUP BY ALL
 )
 SELECT * EXCLUDE (best, worst), best.d AS best_gain, -best.s AS best_seed, worst.d AS worst_gain,
@@ -46,7 +53,7 @@ FROM agg ORDER BY run_id, suite, reward, reward_version, prompt_id
 """
 GROUP_KEYS = ["run_id", "suite", "reward", "reward_version"]
 _RUNS_SQL = """
-SELECT r.run_id, r.method, r.model, r.config_hash, r.status, r.train_s, r.sample_s, r.score_s,
+SELECT r.run_id, r.method, r.model, r.config_hash, r.artifact_hash, r.status, r.train_s, r.sample_s, r.score_s,
        CASE WHEN r.method <> 'base' THEN br.base_run_id END AS base_run_id,
        coalesce(rep.arm, r.run_id) AS arm, rep.train_seed, r.config_json
 FROM runs r LEFT JOIN base_runs br ON br.model = r.model AND br.sampler_key = r.sampler_key
@@ -178,8 +185,88 @@ def per_prompt(store: Store, suites: list[str] | None = None) -> pd.DataFrame:
     """One row per (run, suite, reward version, prompt) with scored images; columns: GROUP_KEYS, prompt_id,
     n_images, value_sum, value_min, value_max, n_pairs, win_sum, win_min, win_max (win_* NaN without pairs),
     gain_sum (0 without pairs), best_gain, best_seed, worst_gain, worst_seed. Ordered by the keys, then
-    prompt_id."""
+    prompt_id.
+
+    The runs of intermediate checkpoints (``checkpoint_steps``) are left out: they are points of the
+    over-optimisation curves (``checkpoint_pairs``), not results."""
     return store.query_quietly(PER_PROMPT_SQL, {"suites": suites})
+
+
+_CHECKPOINT_PAIRS_SQL = """
+SELECT run_id, suite, reward, reward_version, prompt_id, count(*) AS n_pairs, sum(win) AS win_sum,
+       min(win) AS win_min, max(win) AS win_max
+FROM pairs
+WHERE run_id IN (SELECT run_id FROM checkpoint_steps) AND ($suites IS NULL OR list_contains($suites, suite))
+GROUP BY ALL ORDER BY ALL
+"""
+
+
+def checkpoint_pairs(store: Store, suites: list[str] | None = None) -> pd.DataFrame:
+    """Per (run, suite, reward version, prompt) of the intermediate checkpoints' runs: n_pairs, win_sum, win_min,
+    win_max of their pairs with base (the columns of ``per_prompt`` the curves need). The filter on the run
+    reaches into the ``pairs`` view, so this reads the checkpoints' scores only, not the store's."""
+    return store.query_quietly(_CHECKPOINT_PAIRS_SQL, {"suites": suites})
+
+
+def checkpoint_steps(store: Store) -> pd.DataFrame:
+    """run_id, final_run_id, step of every intermediate checkpoint's run, by final run and step."""
+    return store.query("SELECT run_id, final_run_id, step FROM checkpoint_steps ORDER BY final_run_id, step, run_id")
+
+
+_EMBEDDINGS_SQL = """
+WITH emb AS (
+    SELECT e.image_id, i.run_id, i.suite, i.prompt_id, i.seed, e.space, e.space_version, e.vector
+    FROM embeddings e JOIN images i ON i.image_id = e.image_id
+    WHERE list_contains($runs, i.run_id) AND ($suites IS NULL OR list_contains($suites, i.suite))
+), faith AS (
+    SELECT s.image_id, arg_max(s.value, s.reward_version) AS fidelity
+    FROM scores s SEMI JOIN (SELECT DISTINCT image_id FROM emb) USING (image_id)
+    WHERE s.reward = $faithful_reward AND isfinite(s.value)
+    GROUP BY s.image_id
+)
+SELECT run_id, suite, prompt_id, seed, space, space_version, vector AS embedding, f.fidelity
+FROM emb LEFT JOIN faith f USING (image_id)
+"""
+FAITHFUL_REWARD = "fidelity"  # the tiny world's classifier: 1 where it finds the caption's shape and colour
+_EMBEDDING_KEYS = ["suite", "space", "space_version", "run_id", "prompt_id", "seed"]
+
+
+def embeddings(store: Store, run_ids: list[str], suites: list[str] | None = None,
+               fidelity: bool = True) -> pd.DataFrame:
+    """The stored image embeddings of these runs, ordered by suite, space, version, run, prompt and seed: run_id,
+    suite, prompt_id, seed, space, space_version, embedding (a float32 vector) and fidelity (the image's
+    ``FAITHFUL_REWARD`` score, its latest version; NaN where it has none, and everywhere with ``fidelity=False``,
+    which skips looking for one: for a caller that knows no image has it)."""
+    sql = _EMBEDDINGS_SQL if fidelity else _EMBEDDINGS_SQL.split("), faith AS")[0] + (
+        ")\nSELECT run_id, suite, prompt_id, seed, space, space_version, vector AS embedding, "
+        "NULL::DOUBLE AS fidelity FROM emb")
+    frame = store.query_quietly(sql, {"runs": run_ids, "suites": suites,
+                                      **({"faithful_reward": FAITHFUL_REWARD} if fidelity else {})})
+    # sorted here, not in SQL: sorting rows that carry their vectors costs DuckDB more than numpy the keys
+    return frame.sort_values(_EMBEDDING_KEYS, kind="stable", ignore_index=True)
+
+
+_TRAIN_LOG_SQL = """
+WITH t AS (
+    SELECT r.artifact_hash, t.step, t.name, t.value
+    FROM (SELECT DISTINCT artifact_hash FROM runs WHERE list_contains($runs, run_id)) r
+    JOIN train_log t ON t.artifact_hash = r.artifact_hash
+    WHERE list_contains($names, t.name) AND isfinite(t.value)
+), w AS (
+    SELECT artifact_hash, greatest(1, ceil(max(step) / $points))::BIGINT AS width FROM t GROUP BY artifact_hash
+)
+SELECT t.artifact_hash, t.name, w.width, avg(t.step) AS step, avg(t.value) AS value, count(*) AS n
+FROM t JOIN w USING (artifact_hash)
+GROUP BY t.artifact_hash, t.name, w.width, (t.step - 1) // w.width
+ORDER BY t.artifact_hash, t.name, step
+"""
+
+
+def train_log(store: Store, run_ids: list[str], names: list[str], points: int) -> pd.DataFrame:
+    """The training metrics ``names`` of these runs' artifacts, at most about ``points`` per curve: artifact_hash,
+    name, width (steps averaged per point: 1 for a short log), step (the mean step of a point), value (the mean
+    value), n (logged steps averaged). Averaged in SQL, so a long log costs one aggregate."""
+    return store.query_quietly(_TRAIN_LOG_SQL, {"runs": run_ids, "names": names, "points": points})
 
 
 def settings_text(config_json: Any) -> str | None:
@@ -196,15 +283,37 @@ def settings_text(config_json: Any) -> str | None:
     return ", ".join(p for p in parts if p) or None
 
 
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def config_facts(config_json: Any) -> dict[str, Any]:
+    """What the report reads of a run's config_json beyond its sampler settings: steps (``method_config.steps``:
+    the training steps of a trained run), n (``method_config.n``: best_of_n's candidates), published (the
+    catalogue name of published weights, ``published_weights.checkpoint``), prompt_ids (the prompt subset an
+    intermediate checkpoint's run draws). Each None where the config does not hold it as expected."""
+    config = json_object(config_json) or {}
+    method_config = config.get("method_config") if isinstance(config.get("method_config"), dict) else {}
+    weights = config.get("published_weights") if isinstance(config.get("published_weights"), dict) else {}
+    ids = config.get("prompt_ids")
+    return {"steps": _int(method_config.get("steps")), "n": _int(method_config.get("n")),
+            "published": weights.get("checkpoint") if isinstance(weights.get("checkpoint"), str) else None,
+            "prompt_ids": [p for p in ids if isinstance(p, str)] if isinstance(ids, list) and ids else None}
+
+
 def runs(store: Store) -> dict[str, dict[str, Any]]:
-    """run_id -> {method, model, config_hash, status, train_s, sample_s, score_s, base_run_id (None for base
-    runs and runs without a base), arm (the run_id where the run is no replicate), train_seed (None there),
-    settings (``settings_text``), base_settings (its base run's settings; None without a base)}."""
+    """run_id -> {method, model, config_hash, artifact_hash, status, train_s, sample_s, score_s, base_run_id (None
+    for base runs and runs without a base), arm (the run_id where the run is no replicate), train_seed (None
+    there), settings (``settings_text``), base_settings (its base run's settings; None without a base), and the
+    ``config_facts``: steps, n, published, prompt_ids}."""
     out = {r["run_id"]: r for r in store.query(_RUNS_SQL).to_dict("records")}
     for r in out.values():
         r["base_run_id"] = r["base_run_id"] if isinstance(r["base_run_id"], str) else None  # NaN -> None
+        r["artifact_hash"] = r["artifact_hash"] if isinstance(r["artifact_hash"], str) else None
         r["train_seed"] = None if pd.isna(r["train_seed"]) else int(r["train_seed"])  # NULL reads as NaN or None
-        r["settings"] = settings_text(r.pop("config_json"))
+        config = r.pop("config_json")
+        r["settings"] = settings_text(config)
+        r.update(config_facts(config))
     for r in out.values():
         r["base_settings"] = out[r["base_run_id"]]["settings"] if r["base_run_id"] in out else None
     return out
@@ -237,6 +346,17 @@ class Roles(dict):
 def reward_roles(store: Store) -> Roles:
     """What each reward measures, from the store's ``reward_roles`` table."""
     return Roles(store.query("SELECT reward, role FROM reward_roles").itertuples(index=False))
+
+
+class Known(NamedTuple):
+    """What several parts of a report read of the runs, read once: ``runs``, ``run_rewards``, ``reward_roles``."""
+    runs: dict[str, dict[str, Any]]
+    relations: dict[str, dict[str, tuple[str, str | None]]]
+    roles: Roles
+
+
+def known(store: Store) -> Known:
+    return Known(runs(store), run_rewards(store), reward_roles(store))
 
 
 def run_records(store: Store) -> list[dict[str, Any]]:

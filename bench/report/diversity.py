@@ -13,8 +13,11 @@ images that show the caption. A prompt counts in a subset only with at least ``M
 in it: one image has no diversity to measure, and scoring it 0 would mix a fidelity effect into the
 diversity one. ``n_prompts`` says how many prompts a value rests on.
 
-Pure: a pandas frame in, plain dicts out. The input frame has one row per image and embedding space:
-run_id, suite, prompt_id, seed, embedding (a vector), and optionally space, space_version, faithful.
+``per_prompt`` and ``rows`` are pure: a pandas frame in, plain dicts out. The input frame has one row per
+image and embedding space: run_id, suite, prompt_id, seed, embedding (a vector), and optionally space,
+space_version, faithful. ``build`` feeds them from the store (``data.embeddings``): the runs a report
+shows, each compared with its base run, per (suite, space, space_version); an image is faithful where its
+fidelity score is at least ``FAITHFUL_AT``, and the faithful subset is shown where some image has one.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from bench.report import stats
+from bench.report import data
+from bench.report import rows as report_rows
+from bench.store import Store
 from metrics.core.diversity import diversity_by_group
 
 METRICS = ("mean_pairwise_distance", "vendi")  # both: higher is more diverse
@@ -33,6 +38,7 @@ MIN_IMAGES = 2  # images of a prompt in a subset for the prompt to count
 ROW_KEYS = ("suite", "run_id", "method", "base_run_id", "space", "space_version", "subset", "metric", "mean",
             "base_mean", "diff", "diff_ci_low", "diff_ci_high", "n_prompts")
 _REQUIRED = ("run_id", "suite", "prompt_id", "seed", "embedding")
+FAITHFUL_AT = 0.5  # fidelity score from which an image counts as faithful (the tiny world's is 0 or 1)
 
 
 def embedding_matrix(column: pd.Series) -> np.ndarray:
@@ -131,7 +137,8 @@ def rows(
     if methods is not None and any(r not in methods for r in runs):
         raise ValueError(f"methods has no entry for runs {[r for r in runs if r not in methods]}")
     where = ["suite", *space_keys]
-    present = set(frame[[*where, "run_id"]].itertuples(index=False, name=None))  # (suite, space.., run)
+    # (suite, space.., run); deduplicated first: iterating a row per image costs more than all the rest
+    present = set(frame[[*where, "run_id"]].drop_duplicates().itertuples(index=False, name=None))
     for *place, run in sorted(present):
         base = base_of[run]
         if base is not None and base != run and (*place, base) not in present:
@@ -140,6 +147,7 @@ def rows(
     table = per_prompt(frame, None)
     subsets = SUBSETS if "faithful" in frame.columns else SUBSETS[:1]
     out: list[dict[str, Any]] = []
+    jobs: list = []
     for place in sorted({tuple(p[:-1]) for p in present}):
         fields = dict(zip(where, place))
         here = table[np.logical_and.reduce([table[c] == v for c, v in fields.items()])]
@@ -147,13 +155,18 @@ def rows(
             g = here[here["subset"] == subset]
             by_run = {run: p.set_index("prompt_id") for run, p in g.groupby("run_id", sort=True)}
             for run in sorted(r for *pl, r in present if tuple(pl) == place):
-                out += _run_rows(run, by_run, base_of[run], {**fields, "subset": subset}, methods, n_boot, seed)
+                out += _run_rows(run, by_run, base_of[run], {**fields, "subset": subset}, methods, jobs)
+    # Intervals of as many prompts share their resamples, which is what each would draw alone (they depend on K).
+    report_rows.run_bootstraps(jobs, n_boot, seed)
+    for r in out:
+        if r["diff"] is not None and r["diff_ci_low"] == r["diff_ci_high"]:
+            r["diff"] = r["diff_ci_low"]  # a point interval is the difference itself, not an ulp beside it
     return out
 
 
 def _run_rows(run: str, by_run: dict[str, pd.DataFrame], base: str | None, fields: dict[str, Any],
-              methods: Mapping[str, str] | None, n_boot: int, seed: int) -> list[dict[str, Any]]:
-    """The rows of one run in one (suite, space, subset): one per metric, intervals sharing resamples."""
+              methods: Mapping[str, str] | None, jobs: list) -> list[dict[str, Any]]:
+    """The rows of one run in one (suite, space, subset): one per metric; their intervals queued on ``jobs``."""
     empty = pd.DataFrame(columns=list(METRICS))
     mine = by_run.get(run, empty)
     common = None
@@ -164,24 +177,51 @@ def _run_rows(run: str, by_run: dict[str, pd.DataFrame], base: str | None, field
                   theirs.loc[prompts, list(METRICS)].to_numpy(np.float64))  # (K, 2) each
     values = mine[list(METRICS)].to_numpy(np.float64) if common is None else common[0]
     k = len(values)
-    intervals: list[tuple[float, float]] = [(None, None)] * len(METRICS)  # type: ignore[list-item]
-    if common is not None and k:
-        diffs = common[0] - common[1]  # (K, 2) per-prompt differences, one cluster each
-        intervals = stats.cluster_sums_cis(diffs, np.ones_like(diffs), [(float(c.min()), float(c.max()))
-                                                                         for c in diffs.T], n_boot=n_boot, seed=seed)
+    diffs = common[0] - common[1] if common is not None and k else None  # (K, 2) per prompt, one cluster each
     rows_out = []
     for j, metric in enumerate(METRICS):
-        mean = float(values[:, j].mean()) if k else None
-        base_mean = float(common[1][:, j].mean()) if common is not None and k else None
-        diff = float((common[0][:, j] - common[1][:, j]).mean()) if common is not None and k else None
-        low, high = intervals[j]
-        if diff is not None and low == high:  # a point interval is the difference itself, not an ulp beside it
-            diff = low
-        rows_out.append({
+        row = {
             "suite": fields["suite"], "run_id": run, "method": methods[run] if methods is not None else None,
             "base_run_id": base if base != run else None, "space": fields["space"],
             "space_version": fields.get("space_version"), "subset": fields["subset"], "metric": metric,
-            "mean": mean, "base_mean": base_mean, "diff": diff, "diff_ci_low": low, "diff_ci_high": high,
-            "n_prompts": k,
-        })
+            "mean": float(values[:, j].mean()) if k else None,
+            "base_mean": float(common[1][:, j].mean()) if diffs is not None else None,
+            "diff": float(diffs[:, j].mean()) if diffs is not None else None, "diff_ci_low": None,
+            "diff_ci_high": None, "n_prompts": k,
+        }
+        if diffs is not None:
+            jobs.append((row, ("diff_ci_low", "diff_ci_high"), diffs[:, j], np.ones(k),
+                         (float(diffs[:, j].min()), float(diffs[:, j].max()))))
+        rows_out.append(row)
     return rows_out
+
+
+def build(store: Store, run_ids: list[str], suites: list[str] | None = None, n_boot: int = 1000,
+          seed: int = 0, fidelity: bool = True, runs: dict[str, dict] | None = None,
+          warnings: list[str] | None = None) -> list[dict[str, Any]]:
+    """The diversity rows (``ROW_KEYS``) of these runs (with their base runs, which are added), per (suite, space,
+    space_version) holding embeddings; [] where none is stored. A method run whose base run has no embeddings
+    there gets a row of its own values, without a difference. ``fidelity=False``: the caller knows no image has a
+    fidelity score (no faithful subset; the store is not searched for one). ``runs``: ``data.runs`` where the
+    caller has it.
+
+    Embeddings the measures refuse (vectors of different lengths in one space, an all-zero vector: SQL can store
+    anything) leave their (suite, space, version) out, with a sentence appended to ``warnings``."""
+    runs = data.runs(store) if runs is None else runs
+    wanted = set(run_ids) | {runs[r]["base_run_id"] for r in run_ids if r in runs and runs[r]["base_run_id"]}
+    frame = data.embeddings(store, sorted(wanted), suites, fidelity=fidelity)
+    out: list[dict[str, Any]] = []
+    for (suite, space, version), g in frame.groupby(["suite", "space", "space_version"], sort=True):
+        scored = g["fidelity"].notna()
+        g = g.drop(columns="fidelity").assign(faithful=(g["fidelity"] >= FAITHFUL_AT).to_numpy(bool)) \
+            if scored.any() else g.drop(columns="fidelity")
+        present = set(g["run_id"].unique())
+        base_of = {r: None if runs[r]["method"] == "base" else
+                   runs[r]["base_run_id"] if runs[r]["base_run_id"] in present else r for r in present}
+        try:
+            out += rows(g, base_of, methods={r: runs[r]["method"] for r in present}, n_boot=n_boot, seed=seed)
+        except ValueError as err:
+            if warnings is not None:
+                warnings.append(f"the embeddings of suite {suite} in space {space} ({version}) were left out of the "
+                                f"diversity tables: {err}")
+    return out

@@ -1,4 +1,5 @@
-"""One Document gathering everything a report shows: rows, ranking, breakdowns, costs, charts, grids.
+"""One Document gathering everything a report shows: rows, ranking, breakdowns, costs, diversity, the
+over-optimisation curves, training curves, the compute-matched frontier, published numbers, charts, grids.
 
 Everything is read from the store; nothing is trained, sampled or scored. The renderers only lay a
 Document out; they read nothing else.
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from bench.report import categories, charts, data, grids, summary
+from bench.report import categories, charts, curves, data, diversity, frontier, grids, papers, summary, trainlog
 from bench.report import rows as report_rows
 from bench.report import runs as report_runs
 from bench.store import Store
@@ -39,6 +40,15 @@ class Document:
     grids: list[grids.Grid] = field(default_factory=list)
     missing_images: int = 0
     warnings: list[str] = field(default_factory=list)  # rows left out or shown as missing (data.anomalies)
+    curves: list[dict[str, Any]] = field(default_factory=list)  # over-optimisation points: curves.POINT_KEYS
+    curve_flags: list[dict[str, Any]] = field(default_factory=list)  # curves.flags: one per (suite, final run)
+    diversity: list[dict[str, Any]] = field(default_factory=list)  # diversity.ROW_KEYS, per run, space and subset
+    training: list[dict[str, Any]] = field(default_factory=list)  # trainlog.build: one per (artifact, metric)
+    frontier: list[dict[str, Any]] = field(default_factory=list)  # frontier.build: one per suite
+    papers: list[dict[str, Any]] = field(default_factory=list)  # papers.compare: published numbers beside ours
+    curve_figures: dict[str, charts.Figure] = field(default_factory=dict)  # suite -> its curves chart
+    frontier_figures: dict[str, charts.Figure] = field(default_factory=dict)  # suite -> its frontier chart
+    training_figures: list[tuple[str, charts.Figure]] = field(default_factory=list)  # (family, chart)
 
     def reward_name(self, key: str) -> str:
         """``reward (version)`` shortened to ``reward`` where the report holds one version of it."""
@@ -63,6 +73,12 @@ class Document:
     def run_label(self, run_id: str) -> str:
         """The name of one run: a replicate of an arm of K > 1 with its training seed."""
         return self.replicate_labels.get(run_id) or self.labels[run_id]
+
+    @property
+    def names(self) -> dict[str, str]:
+        """run_id -> ``run_label`` of every run shown (each training replicate too)."""
+        return {**self.labels, **self.replicate_labels}
+
 
     @property
     def has_replicates(self) -> bool:
@@ -98,11 +114,11 @@ def _replicate_labels(rows: list[dict[str, Any]], replicate_rows: list[dict[str,
             for rid in r["run_ids"]}
 
 
-def _relations(store: Store, replicate_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _relations(known: data.Known, replicate_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """[{run_id, reward, relation, reason}] of the runs shown: the rewards they are not held out from."""
     shown = {r["run_id"] for r in replicate_rows}
     return [{"run_id": rid, "reward": reward, "relation": rel, "reason": why}
-            for rid, rewards in sorted(data.run_rewards(store).items()) if rid in shown
+            for rid, rewards in sorted(known.relations.items()) if rid in shown
             for reward, (rel, why) in sorted(rewards.items())]
 
 
@@ -112,6 +128,10 @@ def _draw(store: Store, doc: Document, prompts, folder: Path) -> None:
     doc.assets = folder.name
     hists = summary.histograms(store, doc.rows)
     doc.figures = charts.draw(doc.rows, doc.labels, hists, doc.directions, folder)
+    colour = charts.run_colours(doc.rows)
+    doc.curve_figures = charts.draw_curves(doc.curves, doc.names, folder)
+    doc.frontier_figures = charts.draw_frontier(doc.frontier, doc.names, colour, folder)
+    doc.training_figures = charts.draw_training(doc.training, doc.names, colour, folder)
     doc.grids = grids.select(store, doc.rows, doc.labels, prompts=prompts, directions=doc.directions)
     doc.missing_images = grids.materialise(doc.grids, folder)
 
@@ -124,39 +144,55 @@ def assemble(
     seed: int = 0,
     assets_dir: Path | None = None,
     rows_only: bool = False,
+    amortise: int = frontier.AMORTISE,
 ) -> Document:
     """Gather the report; with ``assets_dir``, also draw the charts and copy the grid images into it.
 
-    ``rows_only``: the rows alone (what a CSV holds), skipping every summary.
+    ``rows_only``: the rows alone (what a CSV holds), skipping every summary. ``amortise``: the images a
+    training run is amortised over in the compute-matched frontier.
     """
     data.check_filters(store, suites, methods)
     warnings = data.anomalies(store, suites)
     prompts = data.per_prompt(store, suites)  # one scan of the scores, shared by rows, categories and grids
+    known = data.known(store)  # the runs, relations and roles: read once, used by every part
     rows, replicate_rows = report_rows.build_all(store, suites=suites, methods=methods, n_boot=n_boot, seed=seed,
-                                                 prompts=prompts)
+                                                 prompts=prompts, known=known)
     if rows_only:
         return Document(rows, replicate_rows=replicate_rows, warnings=warnings)
-    runs = data.runs(store)
+    runs = known.runs
     shown = report_runs.shown(rows)
     labels = dict(zip((r["run_id"] for r in shown),
-                      report_runs.labels([{**r, "settings": runs[r["run_id"]]["settings"]} for r in shown])))
+                      report_runs.labels([{**r, "settings": runs[r["run_id"]]["settings"],
+                                          "n": runs[r["run_id"]]["n"]} for r in shown])))
     directions = data.directions(store)
+    costs = summary.costs(store, replicate_rows)
+    shown_runs = list(dict.fromkeys(r["run_id"] for r in replicate_rows))
+    points = curves.build(store, prompts, shown_runs, suites, n_boot=n_boot, seed=seed, known=known)
     doc = Document(
         rows=rows,
         replicate_rows=replicate_rows,
-        provenance=report_runs.provenance(store, rows, n_boot=n_boot, seed=seed),
+        provenance=report_runs.provenance(store, rows, n_boot=n_boot, seed=seed,
+                                          also={p["run_id"] for p in points}),
         ranking=summary.ranking(rows),
         categories=categories.breakdown(store, rows, n_boot=n_boot, seed=seed, prompts=prompts),
-        costs=summary.costs(store, replicate_rows),
+        costs=costs,
         labels=labels,
         replicate_labels=_replicate_labels(rows, replicate_rows, labels),
         settings={rid: run["settings"] for rid, run in runs.items()},
-        relations=_relations(store, replicate_rows),
-        roles=data.reward_roles(store),
+        relations=_relations(known, replicate_rows),
+        roles=known.roles,
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        options={"suites": suites, "methods": methods, "n_boot": n_boot, "seed": seed},
+        options={"suites": suites, "methods": methods, "n_boot": n_boot, "seed": seed, "amortise": amortise},
         directions=directions,
         warnings=warnings,
+        curves=points,
+        curve_flags=curves.flags(points),
+        diversity=diversity.build(store, shown_runs, suites, n_boot=n_boot, seed=seed,
+                                  fidelity=data.FAITHFUL_REWARD in set(prompts["reward"]), runs=runs,
+                                  warnings=warnings),
+        training=trainlog.build(store, shown_runs, runs=runs),
+        frontier=frontier.build(replicate_rows, costs, {rid: run["n"] for rid, run in runs.items()}, amortise),
+        papers=papers.compare(rows, {rid: run["published"] for rid, run in runs.items()}),
     )
     if assets_dir is not None and rows:
         _draw(store, doc, prompts, assets_dir)

@@ -22,14 +22,36 @@ def _text(s: str) -> str:
     return s.replace("$", r"\$")
 
 
-def _figure(n_panels: int, panel_h: float):
+def _figure(n_panels: int, panel_h: float, max_cols: int = _MAX_COLS):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    cols = min(_MAX_COLS, n_panels)
+    cols = min(max_cols, n_panels)
     rows = math.ceil(n_panels / cols)
     fig = Figure(figsize=(_PANEL_W * cols, panel_h * rows), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _fixed_figure(n_panels: int, panel_w: float, panel_h: float, max_cols: int = _MAX_COLS, top: float = 0.35):
+    """``_figure`` with margins fixed in inches instead of a layout engine, for panels whose labels are short
+    (numbers, steps, reward names): constrained layout measures every tick label, about half a chart's time.
+    ``top``: inches above the first row (a title, a figure title)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cols = min(max_cols, n_panels)
+    rows = math.ceil(n_panels / cols)
+    left, right, bottom, wspace, hspace = 0.75, 0.15, 0.55, 0.75, 0.8  # inches
+    width = left + right + cols * panel_w + (cols - 1) * wspace
+    height = top + bottom + rows * panel_h + (rows - 1) * hspace
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+                        wspace=wspace / panel_w, hspace=hspace / panel_h)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[n_panels:]:
         ax.set_visible(False)
@@ -94,4 +116,82 @@ def distributions_chart(panels: list[dict[str, Any]], path: Path) -> tuple[int, 
         ax.set_ylabel("share of images")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def curves_chart(panels: list[dict[str, Any]], path: Path) -> tuple[int, int]:
+    """Win rate against base over training steps, one panel per final run, one line per reward with its 95% CI
+    as a band; a proxy reward (one the run is not held out from) dashed, a held-out one solid.
+
+    ``panels``: [{"title", "lines": [{"label", "steps", "win_rate", "ci_low", "ci_high": [fractions], "proxy":
+    bool, "colour": index}]}].
+    """
+    from matplotlib.lines import Line2D
+
+    fig, axes = _fixed_figure(len(panels), 3.9, 2.7)
+    palette = colours(1 + max((ln["colour"] for p in panels for ln in p["lines"]), default=0))
+    for ax, p in zip(axes, panels):
+        for ln in p["lines"]:
+            c = palette[ln["colour"]]
+            ax.fill_between(ln["steps"], [100 * v for v in ln["ci_low"]], [100 * v for v in ln["ci_high"]],
+                            color=c, alpha=0.15, linewidth=0)
+            ax.plot(ln["steps"], [100 * v for v in ln["win_rate"]], color=c, marker="o", markersize=4,
+                    linestyle="--" if ln["proxy"] else "-", linewidth=1.6, label=_text(ln["label"]))
+        ax.axhline(50, color="0.4", linestyle=":", linewidth=1)
+        ax.set_ylim(-3, 103)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("win rate vs base, % (95% CI)")
+        ax.set_title(_text(p["title"]), fontsize=10)
+        ax.grid(alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        styles = [Line2D([], [], color="0.3", linestyle="-", label="solid: held out"),
+                  Line2D([], [], color="0.3", linestyle="--", label="dashed: proxy (trained on / same data)")]
+        ax.legend(handles + styles, labels + [s.get_label() for s in styles], fontsize=7, frameon=False)
+    return _save(fig, path)
+
+
+def frontier_chart(panel: dict[str, Any], path: Path) -> tuple[int, int]:
+    """Win rate against base over cost per image, one point per run with its 95% CI, best_of_n points joined in
+    order of N. ``panel``: {"title", "xlabel", "points": [{"label", "cost", "win_rate", "ci_low", "ci_high" (None
+    for base), "colour": index}], "line": [(cost, win_rate)] of the best_of_n points, "log": bool}."""
+    fig, (ax,) = _fixed_figure(1, 6.1, 3.3)
+    palette = colours(1 + max((p["colour"] for p in panel["points"]), default=0))
+    if panel["line"]:
+        ax.plot([x for x, _ in panel["line"]], [100 * y for _, y in panel["line"]], color="0.45", linewidth=1.2,
+                linestyle="-", zorder=1, label="best_of_n, by N")
+    for p in panel["points"]:
+        c = palette[p["colour"]]
+        y = 100 * p["win_rate"]
+        err = None if p["ci_low"] is None else [[y - 100 * p["ci_low"]], [100 * p["ci_high"] - y]]
+        ax.errorbar([p["cost"]], [y], yerr=err, fmt="s" if p["best_of_n"] else "o", color=c, capsize=3,
+                    markersize=6, zorder=2)
+        ax.annotate(_text(p["label"]), (p["cost"], y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    if panel["log"]:
+        ax.set_xscale("log")
+    ax.axhline(50, color="0.4", linestyle=":", linewidth=1)
+    ax.set_xlabel(_text(panel["xlabel"]), fontsize=8)
+    ax.set_ylabel("win rate vs base, % (95% CI)")
+    ax.set_title(_text(panel["title"]), fontsize=10)
+    ax.grid(alpha=0.3)
+    if panel["line"]:
+        ax.legend(fontsize=7, frameon=False)
+    return _save(fig, path)
+
+
+def training_chart(panels: list[dict[str, Any]], title: str, path: Path) -> tuple[int, int]:
+    """Training metrics over steps, one panel per metric, one line per run. ``panels``: [{"title", "lines":
+    [{"label", "steps", "values", "colour": index, "style": matplotlib linestyle}], "zero": draw y = 0}]."""
+    fig, axes = _fixed_figure(len(panels), 3.9, 2.2, max_cols=2 if len(panels) == 4 else _MAX_COLS, top=0.65)
+    fig.suptitle(_text(title), fontsize=11)  # 4 panels: 2 x 2
+    palette = colours(1 + max((ln["colour"] for p in panels for ln in p["lines"]), default=0))
+    for ax, p in zip(axes, panels):
+        for ln in p["lines"]:
+            ax.plot(ln["steps"], ln["values"], color=palette[ln["colour"]], linestyle=ln["style"], linewidth=1.4,
+                    label=_text(ln["label"]))
+        if p.get("zero"):  # a relative error: 0 is the reference's
+            ax.axhline(0, color="0.4", linestyle=":", linewidth=1)
+        ax.set_title(_text(p["title"]), fontsize=9)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
     return _save(fig, path)

@@ -146,22 +146,91 @@ def _grid(doc: Document, grid: Grid) -> str:
     return f'<figure class="grid">{caption}{table}</figure>'
 
 
+def _figure(doc: Document, f) -> str:
+    if f is None or not doc.assets:
+        return ""
+    return (f'<figure><img src="{e(doc.asset(f.src))}" alt="{e(f.alt)}" width="{f.width}" height="{f.height}">'
+            f"<figcaption>{e(f.alt)}</figcaption></figure>")
+
+
+def _diversity(doc: Document, suite: str) -> str:
+    found = content.diversity_tables(doc, suite, e)
+    if not found:
+        return f"<p class=note>{e(content.NO_EMBEDDINGS)}</p>"
+    out = [f"<h3>{content.DIVERSITY_TITLE}</h3>"]
+    for t in found:
+        note = content.FAITHFUL_NOTE if t["subset"] == "faithful" else content.diversity_note(t["space"],
+                                                                                              t["space_version"])
+        out += [f"<h4>{e(t['space'])} ({e(t['space_version'])}), {e(t['subset'])} samples</h4>",
+                f"<p class=note>{e(note)}</p>",
+                _table([e(h) for h in content.DIVERSITY_HEADER], t["rows"],
+                       num=set(range(1, 8)))]
+    return "\n".join(out)
+
+
+def _frontier(doc: Document, suite: str) -> str:
+    block = next((b for b in doc.frontier if b["suite"] == suite), None)
+    if block is None:
+        return ""
+    rows = [content.frontier_cells(doc, block, p, e) for p in block["points"]]
+    return "\n".join([f"<h3>{content.FRONTIER_TITLE}</h3>", f"<p class=note>{content.frontier_note(doc, block, e)}</p>",
+                      _figure(doc, doc.frontier_figures.get(suite)),
+                      _table([e(h) for h in content.FRONTIER_HEADER], rows, num=set(range(1, 6))),
+                      f"<p>{content.frontier_text(doc, block, e)}</p>"])
+
+
+def _curves(doc: Document, suite: str) -> str:
+    found = content.curve_tables(doc, suite, e)
+    if not found:
+        return ""
+    flags = [f for f in doc.curve_flags if f["suite"] == suite]
+    out = [f"<h3>{e(content.CURVES_TITLE)}</h3>", f"<p class=note>{e(content.CURVES_NOTE)}</p>",
+           _figure(doc, doc.curve_figures.get(suite)),
+           "<ul>" + "".join(f"<li>{content.flag_text(doc, f, e)}</li>" for f in flags) + "</ul>" if flags else ""]
+    for t in found:
+        out.append(f"<h4>{e(doc.run_label(t['final_run_id']))}</h4>"
+                   + _table(t["header"], t["rows"],
+                            num=set(range(len(t["header"])))))
+    return "\n".join(out)
+
+
 def _suite(doc: Document, index: int, suite: str) -> str:
     out = [f'<section id="suite-{index}"><h2>Suite {e(suite)}</h2>']
     for f in doc.figures.get(suite, []):
-        out.append(f'<figure><img src="{e(doc.asset(f.src))}" alt="{e(f.alt)}" width="{f.width}" '
-                   f'height="{f.height}"><figcaption>{e(f.alt)}</figcaption></figure>')
+        out.append(_figure(doc, f))
     for (s, reward, version), table in tables(doc.rows).items():
         if s == suite:
             out += [f"<h3>{e(reward)} ({e(version)}){content.title_note(doc, reward, version)}</h3>",
                     _results(doc, table)]
+    out.append(_diversity(doc, suite))
+    out.append(_frontier(doc, suite))
     out.append(_replicates(doc, suite))
     out.append(_categories(doc, suite))
+    out.append(_curves(doc, suite))
     grids = [gr for gr in doc.grids if gr.suite == suite]
     if grids:
         out += ["<h3>Image grids</h3><p class=note>Same prompt and seed (same initial noise) across methods.</p>"]
         out += ['<div class="flow">', *(_grid(doc, gr) for gr in grids), "</div>"]
     return "\n".join(out) + "</section>"
+
+
+def _training(doc: Document) -> str:
+    if not doc.training:
+        return ""
+    return (f'<section id="training"><h2>{content.TRAINING_TITLE}</h2><p class=note>{e(content.TRAINING_NOTE)}</p>'
+            + "".join(_figure(doc, f) for _, f in doc.training_figures) + "</section>")
+
+
+def _papers(doc: Document) -> str:
+    if not doc.papers:
+        return ""
+    compared = [x for x in doc.papers if x["status"] == "compared"]
+    table = _table([e(h) for h in content.PAPERS_HEADER],
+                   [content.paper_cells(doc, x, e) for x in compared], num={6, 7}) if compared else ""
+    refs = [x for x in doc.papers if x["status"] != "compared"]
+    listed = "<ul>" + "".join(f"<li>{e(content.paper_reference(x))}</li>" for x in refs) + "</ul>" if refs else ""
+    return (f'<section id="papers"><h2>{content.PAPERS_TITLE}</h2><p class=note>{e(content.PAPERS_NOTE)}</p>'
+            + table + listed + "</section>")
 
 
 def _cost_row(doc: Document, cost: dict[str, Any]) -> list[str]:
@@ -190,6 +259,8 @@ def render(doc: Document) -> str:
     suites = doc.suites
     nav = ['<a href="#ranking">Ranking</a>'] if doc.rows else []
     nav += [f'<a href="#suite-{i}">{e(s)}</a>' for i, s in enumerate(suites)]
+    nav += [f'<a href="#training">{content.TRAINING_TITLE}</a>'] if doc.rows and doc.training else []
+    nav += ['<a href="#papers">Published results</a>'] if doc.rows and doc.papers else []
     nav += ['<a href="#cost">Cost</a>', '<a href="#statistics">Statistics</a>'] if doc.rows else []
     nav += ['<a href="#provenance">Provenance</a>']
     head = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -210,6 +281,8 @@ def render(doc: Document) -> str:
                     f"(p &lt; {ALPHA}).</p>")
         body.append(_ranking(doc))
         body += [_suite(doc, i, s) for i, s in enumerate(suites)]
+        body.append(_training(doc))
+        body.append(_papers(doc))
         body.append(_costs(doc))
         body.append('<section id="statistics"><h2>Statistics</h2><ul>'
                     + "".join(f"<li>{_sig(n)}</li>" for n in content.statistics_notes(doc)) + "</ul></section>")

@@ -95,6 +95,49 @@ def _grid(doc: Document, grid: Grid) -> list[str]:
     return out + _table(header, [images, scores]) + [""]
 
 
+def _figure(doc: Document, f) -> list[str]:
+    return [f"![{md(f.alt)}]({doc.asset(f.src)})", ""] if f is not None and doc.assets else []
+
+
+def _diversity(doc: Document, suite: str) -> list[str]:
+    found = content.diversity_tables(doc, suite, md)
+    if not found:
+        return [f"**{content.NO_EMBEDDINGS}**", ""]
+    out = [f"### {content.DIVERSITY_TITLE}", ""]
+    for t in found:
+        note = content.FAITHFUL_NOTE if t["subset"] == "faithful" else content.diversity_note(t["space"],
+                                                                                              t["space_version"])
+        out += [f"#### {md(t['space'])} ({md(t['space_version'])}), {t['subset']} samples", "", md(note), ""]
+        out += _table(list(content.DIVERSITY_HEADER), t["rows"],
+                      right=set(range(1, 8))) + [""]
+    return out
+
+
+def _frontier(doc: Document, suite: str) -> list[str]:
+    block = next((b for b in doc.frontier if b["suite"] == suite), None)
+    if block is None:
+        return []
+    out = [f"### {content.FRONTIER_TITLE}", "", content.frontier_note(doc, block, md), ""]
+    out += _figure(doc, doc.frontier_figures.get(suite))
+    rows = [content.frontier_cells(doc, block, p, md) for p in block["points"]]
+    out += _table(list(content.FRONTIER_HEADER), rows, right=set(range(1, 6))) + [""]
+    return out + [content.frontier_text(doc, block, md), ""]
+
+
+def _curves(doc: Document, suite: str) -> list[str]:
+    found = content.curve_tables(doc, suite, md)
+    if not found:
+        return []
+    out = [f"### {content.CURVES_TITLE}", "", content.CURVES_NOTE, ""]
+    out += _figure(doc, doc.curve_figures.get(suite))
+    out += [f"- {content.flag_text(doc, f, md)}" for f in doc.curve_flags if f["suite"] == suite] + [""]
+    for t in found:
+        out += [f"#### {md(doc.run_label(t['final_run_id']))}", ""]
+        out += _table(t["header"], t["rows"],
+                      right=set(range(len(t["header"])))) + [""]
+    return out
+
+
 def _suite(doc: Document, suite: str) -> list[str]:
     out = [f"## Suite {md(suite)}", ""]
     for f in doc.figures.get(suite, []):
@@ -103,14 +146,38 @@ def _suite(doc: Document, suite: str) -> list[str]:
         if s == suite:
             out += [f"### {md(reward)} ({md(version)}){content.title_note(doc, reward, version)}", ""]
             out += _results(doc, table) + [""]
+    out += _diversity(doc, suite)
+    out += _frontier(doc, suite)
     out += _replicates(doc, suite)
     out += _categories(doc, suite)
+    out += _curves(doc, suite)
     suite_grids = [gr for gr in doc.grids if gr.suite == suite]
     if suite_grids:
         out += ["### Image grids", "", "Same prompt and seed (same initial noise) across methods.", ""]
         for gr in suite_grids:
             out += _grid(doc, gr)
     return out
+
+
+def _training(doc: Document) -> list[str]:
+    if not doc.training:
+        return []
+    out = [f"## {content.TRAINING_TITLE}", "", content.TRAINING_NOTE, ""]
+    for _, f in doc.training_figures:
+        out += _figure(doc, f)
+    return out
+
+
+def _papers(doc: Document) -> list[str]:
+    if not doc.papers:
+        return []
+    out = [f"## {content.PAPERS_TITLE}", "", content.PAPERS_NOTE, ""]
+    compared = [e for e in doc.papers if e["status"] == "compared"]
+    if compared:
+        out += _table(list(content.PAPERS_HEADER), [content.paper_cells(doc, e, md) for e in compared],
+                      right={6, 7}) + [""]
+    out += [f"- {md(content.paper_reference(e))}" for e in doc.papers if e["status"] != "compared"]
+    return out + [""]
 
 
 def _costs(doc: Document) -> list[str]:
@@ -138,6 +205,8 @@ def render(doc: Document) -> str:
     out += _ranking(doc)
     for suite in doc.suites:
         out += _suite(doc, suite)
+    out += _training(doc)
+    out += _papers(doc)
     out += _costs(doc)
     out += ["## Statistics", ""] + [f"- {n}" for n in content.statistics_notes(doc, md)] + [""]
     out += ["## Provenance", ""] + _provenance(doc)

@@ -235,17 +235,18 @@ def build_all(
     n_boot: int = 1000,
     seed: int = 0,
     prompts: pd.DataFrame | None = None,
+    known: data.Known | None = None,
 ) -> Built:
     """The report rows (one per arm, ``ROW_KEYS``) and the per-run rows (``REPLICATE_ROW_KEYS``) they pool.
 
     ``methods`` filters the method runs; base runs are always shown, being the reference.
     ``prompts``: the ``data.per_prompt`` table of these suites when the caller already has it (and so
-    has checked the filters already).
+    has checked the filters already); ``known``: the runs, relations and roles, when the caller has them.
     """
     if prompts is None:
         data.check_filters(store, suites, methods)
         prompts = data.per_prompt(store, suites)
-    runs, relations, roles = data.runs(store), data.run_rewards(store), data.reward_roles(store)
+    runs, relations, roles = known or data.known(store)
     jobs: list = []
     frames: dict[tuple, pd.DataFrame] = {}
     per_run = []

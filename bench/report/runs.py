@@ -21,25 +21,33 @@ def labels(runs: list[dict[str, Any]]) -> list[str]:
     to tell runs apart.
 
     ``runs`` are dicts with method, model, config_hash and run_id (report rows or run entries), and optionally
-    settings (``data.settings_text``): runs of one name drawn under different settings (base at guidance 7.5 and
-    at 8.5) are told apart by them, others by their config hash.
+    settings (``data.settings_text``) and n (best_of_n's candidates, ``data.config_facts``): runs of one name that
+    differ in N are told apart by it (``best_of_n N=4``), runs drawn under different settings (base at guidance 7.5
+    and at 8.5) by those, others by their config hash.
     """
     several_models = len({r["model"] for r in runs}) > 1
     names = [f"{r['method']} ({r['model']})" if several_models else r["method"] for r in runs]
     out = []
     for lab, r in zip(names, runs):
         if names.count(lab) > 1:
-            settings = [q.get("settings") for n, q in zip(names, runs) if n == lab]
-            by_settings = all(settings) and len(set(settings)) == len(settings)
-            lab = f"{lab} ({r['settings']})" if by_settings else f"{lab} [{(r['config_hash'] or r['run_id'])[:8]}]"
+            same = [q for n, q in zip(names, runs) if n == lab]
+            ns, settings = [q.get("n") for q in same], [q.get("settings") for q in same]
+            if all(n is not None for n in ns) and len(set(ns)) == len(ns):
+                lab = f"{lab} N={r['n']}"
+            elif all(settings) and len(set(settings)) == len(settings):
+                lab = f"{lab} ({r['settings']})"
+            else:
+                lab = f"{lab} [{(r['config_hash'] or r['run_id'])[:8]}]"
         out.append(lab)
     return out
 
 
-def provenance(store: Store, rows: list[dict[str, Any]] | None = None, *, n_boot: int = 1000, seed: int = 0) -> dict:
-    """What the numbers depend on: the runs shown (all when rows is None), their configs, code and libraries."""
+def provenance(store: Store, rows: list[dict[str, Any]] | None = None, *, n_boot: int = 1000, seed: int = 0,
+               also: set[str] = frozenset()) -> dict:
+    """What the numbers depend on: the runs shown (all when rows is None) and the runs ``also`` names (the
+    intermediate checkpoints of the curves), their configs, code and libraries."""
     wanted = None if rows is None else ({rid for r in rows for rid in r.get("run_ids") or [r["run_id"]]}
-                                        | {r["base_run_id"] for r in rows})
+                                        | {r["base_run_id"] for r in rows} | set(also))
     runs = {}
     for r in data.run_records(store):
         run_id, versions = r.pop("run_id"), r.pop("versions_json")

@@ -13,6 +13,7 @@ from typing import Callable, NamedTuple
 
 from bench.report import render_data, render_html, render_md
 from bench.report.document import Document, assemble
+from bench.report.frontier import AMORTISE
 from bench.store import Store
 
 
@@ -63,16 +64,21 @@ def write(
     n_boot: int = 1000,
     seed: int = 0,
     warn: Callable[[str], None] | None = None,
+    amortise: int = AMORTISE,
 ) -> tuple[Path, str]:
     """Render the report in ``fmt`` to ``out`` (default ``reports_dir/report.<fmt>``); returns (path, text).
 
     ``warn`` is called with each row the report left out or shows as missing (``Document.warnings``).
+    ``amortise``: the images a training run's cost is amortised over in the compute-matched frontier.
     """
+    if isinstance(amortise, bool) or not (isinstance(amortise, int) and amortise > 0):
+        raise ValueError(f"amortise must be a positive whole number of images, got {amortise!r}")
     path = check_out(fmt, out, reports_dir)
     spec = FORMATS[fmt]
     path.parent.mkdir(parents=True, exist_ok=True)
     assets = path.parent / f"{path.stem}_files" if spec.files else None
-    doc = assemble(store, suites, methods, n_boot, seed, assets_dir=assets, rows_only=spec.rows_only)
+    doc = assemble(store, suites, methods, n_boot, seed, assets_dir=assets, rows_only=spec.rows_only,
+                   amortise=amortise)
     for w in doc.warnings if warn is not None else ():
         warn(w)
     text = spec.render(doc)
