@@ -37,7 +37,8 @@ def test_opening_creates_folder_and_tables_and_keeps_data(tmp_path: Path):
     assert path.is_file()
     reopened = Store(path)
     assert reopened.counts() == {"runs": 1, "prompts": 0, "images": 0, "scores": 0, "train_log": 0, "rewards": 0,
-                                 "run_suites": 0, "replicates": 0, "run_rewards": 0, "reward_roles": 0}
+                                 "run_suites": 0, "replicates": 0, "run_rewards": 0, "reward_roles": 0,
+                                 "checkpoint_steps": 0, "embeddings": 0}
     views = set(reopened.query("SELECT view_name FROM duckdb_views() WHERE NOT internal")["view_name"])
     assert {"base_runs", "pairs", "winrates"} <= views
 
@@ -161,7 +162,8 @@ def test_rewriting_the_same_rows_adds_nothing(store: Store):
         store.set_reward_role("pick", "preference", "pickapic-v2")
         store.begin_run(_run("r1", "base"))
     assert store.counts() == {"runs": 1, "prompts": 3, "images": 6, "scores": 6, "train_log": 2, "rewards": 1,
-                              "run_suites": 1, "replicates": 1, "run_rewards": 1, "reward_roles": 1}
+                              "run_suites": 1, "replicates": 1, "run_rewards": 1, "reward_roles": 1,
+                              "checkpoint_steps": 0, "embeddings": 0}
     store.add_scores([(images[0]["image_id"], "pick", "v2", 9.0)])  # a new reward version adds a row
     assert store.counts()["scores"] == 7
 
@@ -304,3 +306,33 @@ def test_query_is_read_only(store: Store):
     with pytest.raises(duckdb.Error, match="read-only"):
         store.query("INSERT INTO train_log VALUES ('a', 'dpo', 0, 'loss', 1.0)")
     assert store.query("SELECT ? + 1 AS x", [1])["x"][0] == 2
+
+
+def test_embeddings_are_stored_once_and_refused_when_not_finite_or_orphaned(store: Store):
+    import numpy as np
+
+    store.begin_run(_run("r1", "base"))
+    image = _image("r1", "p0", 0)
+    store.add_images([image])
+    row = (image["image_id"], "space", "v1", np.array([0.5, -1.0, 2.0], dtype=np.float32))
+    store.add_embeddings([row])
+    store.add_embeddings([row])  # again: nothing added
+    stored = store.query("SELECT space, space_version, vector FROM embeddings")
+    assert len(stored) == 1 and list(stored["vector"][0]) == [0.5, -1.0, 2.0]
+    with pytest.raises(StoreError, match="non-finite embedding"):
+        store.add_embeddings([(image["image_id"], "space", "v2", np.array([np.nan, 1.0]))])
+    with pytest.raises(StoreError, match="embedding of unknown image 'nope'"):
+        store.add_embeddings([("nope", "space", "v1", np.array([1.0]))])
+    assert store.counts()["embeddings"] == 1
+    assert len(store.images_without_embedding("space", "v1")) == 0
+    assert len(store.images_without_embedding("space", "v2")) == 1
+
+
+def test_reward_relations_and_roles_are_checked(store: Store):
+    with pytest.raises(StoreError, match="unknown reward relation"):
+        store.set_run_rewards("r1", {"pick": ("trained-in", "why")})
+    with pytest.raises(StoreError, match="unknown role"):
+        store.set_reward_role("pick", "favourite")
+    store.set_run_rewards("r1", {"pick": ("same-data", "a"), "hps": ("trained-on", "b")})
+    store.set_run_rewards("r1", {"pick": ("same-data", "a")})  # a plan records a run's relations whole
+    assert store.query("SELECT reward FROM run_rewards")["reward"].tolist() == ["pick"]
