@@ -77,7 +77,7 @@ def test_packages_come_from_the_optimizer_setting():
 # -- what each method declares ------------------------------------------------------------------------
 
 NEEDS = {"base": set(), "dpo": {PAIRS}, "sdpo": {PAIRS}, "npo": {PAIRS}, "contrastive": {PAIRS},
-         "self_npo": {IMAGES}, "tailorpo": {PROMPTS, REWARD}}
+         "self_npo": {IMAGES}, "tailorpo": {PROMPTS, REWARD}, "best_of_n": set(), "finetuned": set()}
 
 
 def test_every_registered_method_is_listed_here():
