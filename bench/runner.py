@@ -388,9 +388,7 @@ class Runner:
         todo = self.procs.on_main(missing)
         if not todo:
             return
-        if not getattr(reward, "_loaded", False):
-            reward.load()
-            reward._loaded = True
+        _load_once(reward)
         mine = self.procs.shard(todo)
         start = time.perf_counter()
         done = 0
@@ -411,9 +409,7 @@ class Runner:
         todo = self.procs.on_main(missing)
         if not todo:
             return
-        if not getattr(reward, "_loaded", False):
-            reward.load()
-            reward._loaded = True
+        _load_once(reward)
         mine = self.procs.shard(todo)
         for i in range(0, math.ceil(len(todo) / self.procs.world), 256):
             chunk = mine[i:i + 256]
@@ -442,6 +438,13 @@ class Runner:
             raise RunFailed(f"image file {path} is corrupt: its sha256 differs from the stored one; delete the "
                             f"file and run again to regenerate it")
         return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def _load_once(reward) -> None:
+    """Load a reward's weights the first time a run needs its scores or its features."""
+    if not getattr(reward, "_loaded", False):
+        reward.load()
+        reward._loaded = True
 
 
 class TrainLog:
