@@ -433,8 +433,7 @@ def _reward_relations(run: RunSpec, runs: list[RunSpec], model: models.ModelSpec
         out[verifier] = ("trained-on", f"{run.method} keeps the candidate it scores best")
     by_id = {r.run_id: r for r in runs}
     for method, parent_id in run.parent_runs:
-        for rid, relation, why in by_id[parent_id].reward_relations or _reward_relations(by_id[parent_id], runs,
-                                                                                          model, rewards):
+        for rid, relation, why in _reward_relations(by_id[parent_id], runs, model, rewards):
             out.setdefault(rid, (relation, f"through {method}: {why}"))
     return tuple((rid, rel, why) for rid, (rel, why) in sorted(out.items()))
 

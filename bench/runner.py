@@ -340,7 +340,8 @@ class Runner:
             with self.procs.main_first():
                 if weights is not None and not weights.exists():
                     self.inputs.ensure_reward_weights(reward_id)
-            self._verifiers[reward_id] = REWARDS.get(reward_id)(weights, self.plan.device).load()
+            self._verifiers[reward_id] = REWARDS.get(reward_id)(weights, self.plan.device)
+            _load_once(self._verifiers[reward_id])
         return self._verifiers[reward_id]
 
     def _write_png(self, spec: planning.RunSpec, prompt, seed: int, image) -> dict[str, Any]:
@@ -367,7 +368,8 @@ class Runner:
             with self.procs.main_first():
                 if weights is not None and not weights.exists():
                     self.inputs.ensure_reward_weights(rid)
-            reward = REWARDS.get(rid)(weights, self.plan.device)
+            # a best-of-n verifier is already loaded: its scores of the kept images come from the same model
+            reward = self._verifiers.get(rid) or REWARDS.get(rid)(weights, self.plan.device)
             if self.store is not None and runs:
                 self.store.add_reward(reward.id, reward.version, reward.higher_is_better)
                 self.store.set_reward_role(reward.id, reward.role, reward.learned_from)
